@@ -1,0 +1,65 @@
+"""Eager checks of a fit's input, raised before any compilation or work."""
+
+import jax
+import numpy as np
+from jax.core import Tracer
+
+from em.estep import _unwrap
+from em.sites import ModelSites
+
+
+def is_concrete(*trees) -> bool:
+    return not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+def check_options(max_iter, tol, num_restarts):
+    if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}.")
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+    if not isinstance(num_restarts, (int, np.integer)) or num_restarts < 1:
+        raise ValueError(f"num_restarts must be a positive integer, got {num_restarts!r}.")
+
+
+def check_observed(trace, sites: ModelSites):
+    """Observed values must be finite where they count (masked-out entries may be NaN)."""
+    for name in sites.observed:
+        site = trace[name]
+        value = np.asarray(site["value"])
+        _, mask = _unwrap(site["fn"])
+        event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))
+        finite = np.all(np.isfinite(value), axis=event_axes)
+        bad = ~finite & np.broadcast_to(np.asarray(mask), finite.shape)
+        if np.any(bad):
+            where = np.argwhere(bad)[0].tolist()
+            raise ValueError(
+                f"Observed site '{name}' has {int(bad.sum())} NaN or infinite value(s) "
+                f"(first at index {where}). Drop them, or mark them missing with obs_mask."
+            )
+
+
+def check_init(init: dict, sites: ModelSites):
+    """Names must be parameter sites; values must have the site's shape and support."""
+    known = {p.name: p for p in sites.params}
+    for name, value in init.items():
+        if name not in known:
+            raise ValueError(
+                f"init names '{name}', which is not a parameter of the model; "
+                f"its parameter sites are {sorted(known)}."
+            )
+        site = known[name]
+        if np.shape(value) != np.shape(site.default):
+            raise ValueError(
+                f"init['{name}'] has shape {np.shape(value)}, but the site has shape "
+                f"{np.shape(site.default)}."
+            )
+        if is_concrete(value) and not bool(np.all(site.constraint(np.asarray(value)))):
+            raise ValueError(f"init['{name}'] = {value!r} is outside the site's support {site.constraint}.")
+
+
+def check_params(params: dict, sites: ModelSites):
+    """A full set of parameter values, each of the right shape and support."""
+    missing = sorted({p.name for p in sites.params} - set(params))
+    if missing:
+        raise ValueError(f"params lacks the parameter site(s) {missing}.")
+    check_init({p.name: params[p.name] for p in sites.params}, sites)

@@ -1,0 +1,127 @@
+"""The enumerated log-joint of a model as a sum-product over named tensors.
+
+Each sample site of the model, traced under NumPyro's funsor-based ``enum`` handler,
+gives a log-probability tensor whose dimensions are plates and enumerated latents.
+Contracting them (log-sum-exp over the latents, sum over the plates, with funsor's
+``sum_product``) gives the log evidence
+
+    log p(X | θ) = log Σ_Z Π_f f(X, Z | θ).
+
+The derivative of that contraction with respect to a factor's log-probability tensor
+is the posterior probability of each of the factor's cells, p(cell | X, θ); that is
+the E-step (see :mod:`em.estep`).
+
+This mirrors ``numpyro.contrib.funsor.infer_util._enum_log_density`` with two
+differences that EM needs: the log-probability tensors are inputs of the contraction
+(so that they can be differentiated), and masked cells of an enumerated site count
+log(1/K) instead of 0. NumPyro masks the enumerated ``<name>_unobserved`` half of an
+``obs_mask`` site with 0, so each *observed* row sums K equal terms and the log
+evidence is off by log K per observed row; with log(1/K) the K terms sum to the
+true probability.
+"""
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import funsor
+import jax.numpy as jnp
+from numpyro.contrib.funsor import config_enumerate, enum, plate_to_enum_plate
+from numpyro.contrib.funsor import trace as packed_trace
+from numpyro.distributions import MaskedDistribution
+from numpyro.handlers import substitute
+
+from em.sites import ModelSites
+
+funsor.set_backend("jax")
+
+
+class Factor(NamedTuple):
+    """Static layout of one site's log-probability tensor."""
+
+    name: str
+    dim_to_name: OrderedDict  # tensor dim -> plate or enumerated-site name
+    enumerated: bool
+
+
+def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
+    """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel."""
+    enumerated = enum(config_enumerate(model), first_available_dim=sites.first_available_dim)
+    with plate_to_enum_plate():
+        return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
+
+
+def _mask_of(fn):
+    """The mask of a (possibly expanded) masked distribution, or None."""
+    while fn is not None:
+        if isinstance(fn, MaskedDistribution) and not isinstance(fn._mask, bool):
+            return fn._mask
+        fn = getattr(fn, "base_dist", None)
+    return None
+
+
+def site_log_prob(site, enumerated: bool):
+    """log p of one traced site, with masked enumerated cells at log(1/K)."""
+    log_prob = site["fn"].log_prob(site["value"])
+    mask = _mask_of(site["fn"]) if enumerated else None
+    if mask is not None:
+        num_values = site["fn"].enumerate_support(expand=False).shape[0]
+        log_prob = log_prob + jnp.where(mask, 0.0, -jnp.log(num_values))
+    if site["scale"] is not None:
+        log_prob = site["scale"] * log_prob
+    return log_prob
+
+
+def data_factors(trace, sites: ModelSites):
+    """The layout and log-probability tensor of every site of X and Z.
+
+    Returns ``(layout, log_probs)``: a tuple of :class:`Factor` and a dict of tensors
+    by site name. Prior sites of θ are left out; they do not involve Z.
+    """
+    layout, log_probs = [], {}
+    for name in sites.latents + sites.observed:
+        site = trace[name]
+        dim_to_name = site["infer"]["dim_to_name"]
+        if any(n.startswith("_time") for n in dim_to_name.values()):
+            raise NotImplementedError(
+                f"Site '{name}' is inside a Markov chain (scan/markov); em.fit does "
+                "not contract chains yet."
+            )
+        enumerated = name in sites.latents
+        layout.append(Factor(name, dim_to_name, enumerated))
+        log_probs[name] = site_log_prob(site, enumerated)
+    return tuple(layout), log_probs
+
+
+def log_prior(trace, sites: ModelSites):
+    """Σ log p(θ) over the sample sites of θ (no Jacobian: the model's own density)."""
+    return sum(
+        (jnp.sum(trace[p.name]["fn"].log_prob(trace[p.name]["value"])) for p in sites.params if p.has_prior),
+        start=jnp.zeros(()),
+    )
+
+
+def _sum_unnamed_dims(log_prob, dim_to_name):
+    """Sum the batch dims that are neither plates nor latents (independent terms)."""
+    unnamed = tuple(
+        axis for axis in range(jnp.ndim(log_prob))
+        if axis - jnp.ndim(log_prob) not in dim_to_name and jnp.shape(log_prob)[axis] > 1
+    )
+    log_prob = jnp.sum(log_prob, axis=unnamed, keepdims=True)
+    return jnp.reshape(log_prob, ()) if not dim_to_name else log_prob
+
+
+def contract(layout, log_probs: dict):
+    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities."""
+    latents = frozenset(f.name for f in layout if f.enumerated)
+    factors, plates = [], set()
+    for factor in layout:
+        log_prob = _sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name)
+        factors.append(funsor.to_funsor(log_prob, output=funsor.Real, dim_to_name=factor.dim_to_name))
+        plates |= set(factor.dim_to_name.values()) - latents
+    plates = frozenset(plates)
+    with funsor.interpretations.lazy:
+        lazy = funsor.sum_product.sum_product(
+            funsor.ops.logaddexp, funsor.ops.add, factors,
+            eliminate=latents | plates, plates=plates,
+        )
+    return funsor.optimizer.apply_optimizer(lazy).data

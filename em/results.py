@@ -1,0 +1,50 @@
+"""What a fit returns, and the posterior over the latents a user reads."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class EMResult(NamedTuple):
+    """The outcome of :func:`em.fit` (a PyTree: it passes through ``jit`` and ``vmap``).
+
+    Attributes:
+      params: dict of fitted values by site name, in the model's (constrained) space.
+      log_likelihood: log p(X | θ̂), the latents summed out (no prior term).
+      objective: what EM maximised at θ̂: log p(X | θ̂) + log p(θ̂) for MAP-EM,
+        log p(X | θ̂) for MLE.
+      history: the objective at θ_0, θ_1, ...; shape (max_iter + 1,), NaN after
+        ``num_iter``.
+      num_iter: number of EM iterations (M-steps) done.
+      converged: whether the stopping rule was met before ``max_iter``.
+    """
+
+    params: dict
+    log_likelihood: jax.Array
+    objective: jax.Array
+    history: jax.Array
+    num_iter: jax.Array
+    converged: jax.Array
+
+
+class Posterior(NamedTuple):
+    """p(Z | X, θ) site by site: the E-step as a user sees it.
+
+    Attributes:
+      probs: by site name, an array of the site's batch shape plus one trailing axis
+        over its support: probs[name][..., k] = p(site = values[name][k] | X, θ).
+        A partly observed site (``obs_mask``) appears under its own name, with
+        probability one on the recorded value where it was observed.
+      values: by site name, the support values the last axis of ``probs`` indexes.
+    """
+
+    probs: dict
+    values: dict
+
+    def mode(self) -> dict:
+        """The most probable value of each latent, datum by datum (imputation)."""
+        return {
+            name: jnp.take(self.values[name], jnp.argmax(p, axis=-1))
+            for name, p in self.probs.items()
+        }
