@@ -4,7 +4,7 @@ import jax
 import numpy as np
 from jax.core import Tracer
 
-from em.estep import _unwrap
+from em.enumeration import unwrap
 from em.sites import ModelSites
 
 
@@ -26,7 +26,7 @@ def check_observed(trace, sites: ModelSites):
     for name in sites.observed:
         site = trace[name]
         value = np.asarray(site["value"])
-        _, mask = _unwrap(site["fn"])
+        _, mask = unwrap(site["fn"])
         event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))
         finite = np.all(np.isfinite(value), axis=event_axes)
         bad = ~finite & np.broadcast_to(np.asarray(mask), finite.shape)

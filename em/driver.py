@@ -64,8 +64,8 @@ def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_s
         for f, k in zip(layout, keys)
     }
     weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
-    plans = estep.plan(trace, layout, log_probs, use_statistics)
-    return estep.summarise(trace, layout, weights, plans)
+    plans = estep.plan(trace, layout, use_statistics)
+    return estep.summarise(trace, layout, weights, plans, estep.statistics_of(trace, layout, plans))
 
 
 def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
@@ -152,7 +152,7 @@ def fit(
     priors: bool = True,
     sufficient_statistics: bool = True,
     optimizer=mstep.DEFAULT_OPTIMIZER,
-    m_step_max_steps: int = 100,
+    m_step_max_steps: int = 1000,
     m_step_tol: float | None = None,
     **kwargs,
 ) -> EMResult:

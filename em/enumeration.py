@@ -27,7 +27,7 @@ import funsor
 import jax.numpy as jnp
 from numpyro.contrib.funsor import config_enumerate, enum, plate_to_enum_plate
 from numpyro.contrib.funsor import trace as packed_trace
-from numpyro.distributions import MaskedDistribution
+from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 from numpyro.handlers import substitute
 
 from em.sites import ModelSites
@@ -50,46 +50,68 @@ def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
         return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
 
 
-def _mask_of(fn):
-    """The mask of a (possibly expanded) masked distribution, or None."""
-    while fn is not None:
-        if isinstance(fn, MaskedDistribution) and not isinstance(fn._mask, bool):
-            return fn._mask
-        fn = getattr(fn, "base_dist", None)
-    return None
+def unwrap(fn):
+    """The distribution inside plate expansion and masking, and the combined mask."""
+    mask = True
+    while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
+        if isinstance(fn, MaskedDistribution):
+            mask = jnp.logical_and(mask, fn._mask)
+        fn = fn.base_dist
+    return fn, mask
 
 
-def site_log_prob(site, enumerated: bool):
-    """log p of one traced site, with masked enumerated cells at log(1/K)."""
-    log_prob = site["fn"].log_prob(site["value"])
-    mask = _mask_of(site["fn"]) if enumerated else None
-    if mask is not None:
-        num_values = site["fn"].enumerate_support(expand=False).shape[0]
-        log_prob = log_prob + jnp.where(mask, 0.0, -jnp.log(num_values))
+def log_prob_shape(site) -> tuple:
+    """Shape of a site's log-probability tensor: its batch shape and its value's."""
+    value_shape = jnp.shape(site["value"])
+    value_batch = value_shape[: len(value_shape) - site["fn"].event_dim]
+    return jnp.broadcast_shapes(tuple(site["fn"].batch_shape), value_batch)
+
+
+def site_log_prob(site, enumerated: bool, base_log_prob=None):
+    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K).
+
+    ``base_log_prob``, when given, is log p of the unmasked distribution at the site's
+    value, computed another (exact) way.
+    """
+    d, mask = unwrap(site["fn"])
+    if base_log_prob is None:
+        base_log_prob = d.log_prob(site["value"])
+    masked_value = 0.0
+    if enumerated:
+        masked_value = -jnp.log(site["fn"].enumerate_support(expand=False).shape[0])
+    log_prob = jnp.broadcast_to(jnp.where(mask, base_log_prob, masked_value), log_prob_shape(site))
     if site["scale"] is not None:
         log_prob = site["scale"] * log_prob
     return log_prob
 
 
-def data_factors(trace, sites: ModelSites):
-    """The layout and log-probability tensor of every site of X and Z.
-
-    Returns ``(layout, log_probs)``: a tuple of :class:`Factor` and a dict of tensors
-    by site name. Prior sites of θ are left out; they do not involve Z.
-    """
-    layout, log_probs = [], {}
+def layout(trace, sites: ModelSites) -> tuple:
+    """A :class:`Factor` for each site of X and Z (prior sites of θ do not involve Z)."""
+    factors = []
     for name in sites.latents + sites.observed:
-        site = trace[name]
-        dim_to_name = site["infer"]["dim_to_name"]
+        dim_to_name = trace[name]["infer"]["dim_to_name"]
         if any(n.startswith("_time") for n in dim_to_name.values()):
             raise NotImplementedError(
                 f"Site '{name}' is inside a Markov chain (scan/markov); em.fit does "
                 "not contract chains yet."
             )
-        enumerated = name in sites.latents
-        layout.append(Factor(name, dim_to_name, enumerated))
-        log_probs[name] = site_log_prob(site, enumerated)
-    return tuple(layout), log_probs
+        factors.append(Factor(name, dim_to_name, name in sites.latents))
+    return tuple(factors)
+
+
+def log_probs(trace, factors, base_log_probs=None) -> dict:
+    """The log-probability tensor of each factor, by site name."""
+    base_log_probs = base_log_probs or {}
+    return {
+        f.name: site_log_prob(trace[f.name], f.enumerated, base_log_probs.get(f.name))
+        for f in factors
+    }
+
+
+def data_factors(trace, sites: ModelSites):
+    """``(layout, log_probs)`` of the sites of X and Z."""
+    factors = layout(trace, sites)
+    return factors, log_probs(trace, factors)
 
 
 def log_prior(trace, sites: ModelSites):

@@ -5,26 +5,30 @@ with respect to that factor's log-probability (see :mod:`em.enumeration`),
 
     Q(θ | θ_t) = Σ_f Σ_c w_f(c) log f_θ(c)   (+ log p(θ) for MAP-EM).
 
-Each site's term is stored in the cheapest form that keeps it exact:
+Each site's term is stored in the cheapest form that keeps it exact. Along the
+*shared* axes of its log-probability tensor the site's parameters do not vary (a
+mixture component's density along the data plate):
 
-- ``summed`` axes, where neither the site's parameters nor its value vary (a
-  mixture weight's factor along the data plate): the weights are summed there once;
-- ``data`` axes, where only the value varies (an observed component density along
-  the data plate): a family of :mod:`em.families` replaces the data by weighted
-  sufficient statistics, so the M-step never sees the data again;
-- otherwise (parameters that vary with the data, such as a regression's mean) the
-  weights are kept whole and the M-step evaluates log f_θ on the data.
+- if its value does not vary there either (a mixture weight's factor), the weights
+  are summed along them once;
+- if only the value varies and the family has sufficient statistics
+  (:mod:`em.families`), the weighted statistics Σ w T(x) replace the data, so the
+  M-step never sees the data again (and the E-step's log-probabilities are one
+  matrix product of statistics and coefficients);
+- otherwise (no family, or parameters that vary with the data such as a regression's
+  mean) the weights are kept whole and the M-step evaluates log f_θ on the data.
 """
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistribution
 
 from em import enumeration
 from em.families import Family, family_of
 from em.sites import ModelSites
+
+_LETTERS = "abcdefghijklmnopqrstuvwxy"
 
 
 class SitePlan(NamedTuple):
@@ -34,96 +38,101 @@ class SitePlan(NamedTuple):
     family: Family | None  # set when sufficient statistics replace the data
 
 
+class Statistics(NamedTuple):
+    """Σ w T(x - shift) over a site's shared axes, and the shift."""
+
+    total: jax.Array
+    shift: jax.Array
+
+
 class EStep(NamedTuple):
     log_likelihood: jax.Array  # log p(X | θ_t), Z summed out
     log_prior: jax.Array  # log p(θ_t) (zero without priors)
-    summaries: dict  # per site: summed weights or weighted sufficient statistics
-
-
-def _unwrap(fn):
-    """The distribution inside plate expansion and masking, and the combined mask."""
-    mask = True
-    while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
-        if isinstance(fn, MaskedDistribution):
-            mask = jnp.logical_and(mask, fn._mask)
-        fn = fn.base_dist
-    return fn, mask
-
-
-def _independent_family(d) -> Family | None:
-    inner = family_of(d.base_dist)
-    if inner is None:
-        return None
-    k = d.reinterpreted_batch_ndims
-
-    def statistics(x):
-        t = inner.statistics(x)
-        return jnp.reshape(t, t.shape[: t.ndim - k - 1] + (-1,))
-
-    def coefficients(d):
-        c = inner.coefficients(d.base_dist)
-        return jnp.reshape(c, c.shape[: c.ndim - k - 1] + (-1,))
-
-    return Family(statistics, coefficients)
+    summaries: dict  # per site: summed weights, or Statistics
 
 
 def _padded(shape, ndim):
     return (1,) * (ndim - len(shape)) + tuple(shape)
 
 
-def plan_site(site, log_prob_shape, use_statistics: bool) -> SitePlan:
-    d, _ = _unwrap(site["fn"])
-    ndim = len(log_prob_shape)
+def plan_site(site, use_statistics: bool) -> SitePlan:
+    d, _ = enumeration.unwrap(site["fn"])
+    shape = enumeration.log_prob_shape(site)
+    ndim = len(shape)
     value_shape = jnp.shape(site["value"])
     param_batch = _padded(d.batch_shape, ndim)
     value_batch = _padded(value_shape[: len(value_shape) - d.event_dim], ndim)
-    shared = [a for a in range(ndim) if log_prob_shape[a] > 1 and param_batch[a] == 1]
-    data_axes = [a for a in shared if value_batch[a] > 1]
-    family = None
-    if data_axes and use_statistics:
-        family = _independent_family(d) if isinstance(d, Independent) else family_of(d)
-    if data_axes and family is None:
-        return SitePlan((), None)
-    return SitePlan(tuple(shared), family)
+    shared = tuple(a for a in range(ndim) if shape[a] > 1 and param_batch[a] == 1)
+    if not any(value_batch[a] > 1 for a in shared):
+        return SitePlan(shared, None)
+    family = family_of(d) if use_statistics else None
+    return SitePlan(shared if family else (), family)
 
 
-def plan(trace, layout, log_probs, use_statistics: bool) -> dict:
-    return {
-        f.name: plan_site(trace[f.name], jnp.shape(log_probs[f.name]), use_statistics)
-        for f in layout
-    }
+def plan(trace, layout, use_statistics: bool) -> dict:
+    return {f.name: plan_site(trace[f.name], use_statistics) for f in layout}
 
 
-def _weighted_sum(weights, statistics, axes):
-    """Σ over ``axes`` of weights[..., None] * statistics, as one einsum."""
-    ndim = weights.ndim
-    letters = "abcdefghijklmnopqrstuvwxy"[:ndim]
-    statistics = jnp.reshape(statistics, _padded(statistics.shape[:-1], ndim) + statistics.shape[-1:])
-    w_letters = "".join(l for l, n in zip(letters, weights.shape) if n > 1)
-    t_letters = "".join(l for l, n in zip(letters, statistics.shape[:-1]) if n > 1)
-    kept = "".join(l for a, l in enumerate(letters) if a not in axes and l in w_letters + t_letters)
-    total = jnp.einsum(
-        f"{w_letters},{t_letters}z->{kept}z",
-        jnp.reshape(weights, [n for n in weights.shape if n > 1]),
-        jnp.reshape(statistics, [n for n in statistics.shape[:-1] if n > 1] + [statistics.shape[-1]]),
-    )
-    out_shape = [max(weights.shape[a], statistics.shape[a]) if letters[a] in kept else 1 for a in range(ndim)]
-    return jnp.reshape(total, out_shape + [statistics.shape[-1]])
+def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
+    """Σ of x * y over the batch axes ``summed`` (and the statistic axis unless kept).
+
+    x and y have ``ndim`` batch axes (padded on the left), size one where they
+    broadcast, and, where ``*_stat``, one trailing statistic axis. Done as one einsum
+    over the axes of size > 1, so it is a matrix product where it can be.
+    """
+    def operand(a, has_stat):
+        batch = _padded(a.shape[: a.ndim - has_stat], ndim)
+        letters = "".join(l for l, n in zip(_LETTERS, batch) if n > 1) + ("z" if has_stat else "")
+        return jnp.reshape(a, [n for n in batch if n > 1] + list(a.shape[a.ndim - has_stat:])), letters, batch
+
+    xa, xl, xb = operand(x, x_stat)
+    ya, yl, yb = operand(y, y_stat)
+    kept = "".join(l for a, l in enumerate(_LETTERS[:ndim]) if a not in summed and l in xl + yl)
+    total = jnp.einsum(f"{xl},{yl}->{kept}" + ("z" if keep_stat else ""), xa, ya)
+    shape = [max(xb[a], yb[a]) if _LETTERS[a] in kept else 1 for a in range(ndim)]
+    return jnp.reshape(total, shape + list(total.shape[len(kept):]))
 
 
-def summarise(trace, layout, weights: dict, plans: dict) -> dict:
+def _centred_statistics(site, family: Family, mask):
+    """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
+    d, _ = enumeration.unwrap(site["fn"])
+    value = site["value"]
+    shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
+    if family.location:
+        batch_ndim = jnp.ndim(value) - d.event_dim
+        valid = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), jnp.shape(value))
+        axes = tuple(range(batch_ndim))
+        shift = jnp.sum(jnp.where(valid, value, 0.0), axes) / jnp.maximum(jnp.sum(valid, axes), 1)
+    return family.statistics(jnp.where(jnp.asarray(mask).reshape(jnp.shape(mask) + (1,) * d.event_dim), value - shift, 0.0)), shift
+
+
+def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
+    """log p(value | φ) as Σ_j c_j(φ) T_j(value), over the site's log-prob shape."""
+    d, _ = enumeration.unwrap(site["fn"])
+    ndim = len(enumeration.log_prob_shape(site))
+    coefficients = site_plan.family.coefficients(d, shift)
+    return _broadcast_einsum(statistics, coefficients, ndim, (), True, True, False)
+
+
+def _effective_weights(site, weights):
+    """Posterior weights with the mask and scale of the site folded in."""
+    _, mask = enumeration.unwrap(site["fn"])
+    w = weights * mask
+    if site["scale"] is not None:
+        w = w * site["scale"]
+    return jnp.broadcast_to(w, jnp.shape(weights))
+
+
+def summarise(trace, layout, weights: dict, plans: dict, statistics: dict) -> dict:
     """Per site, what Q needs of the E-step: summed weights or sufficient statistics."""
     summaries = {}
     for factor in layout:
         site, site_plan = trace[factor.name], plans[factor.name]
-        _, mask = _unwrap(site["fn"])
-        w = weights[factor.name] * mask
-        if site["scale"] is not None:
-            w = w * site["scale"]
-        w = jnp.broadcast_to(w, jnp.shape(weights[factor.name]))
+        w = _effective_weights(site, weights[factor.name])
         if site_plan.family is not None:
-            stats = site_plan.family.statistics(site["value"])
-            summaries[factor.name] = _weighted_sum(w, stats, site_plan.summed_axes)
+            t, shift = statistics[factor.name]
+            total = _broadcast_einsum(w, t, w.ndim, site_plan.summed_axes, False, True, True)
+            summaries[factor.name] = Statistics(total, shift)
         else:
             summaries[factor.name] = jnp.sum(w, axis=site_plan.summed_axes, keepdims=True)
     return summaries
@@ -139,23 +148,35 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
     total = jnp.zeros(())
     for factor in layout:
         site, site_plan, summary = trace[factor.name], plans[factor.name], summaries[factor.name]
-        d, _ = _unwrap(site["fn"])
+        d, _ = enumeration.unwrap(site["fn"])
         if site_plan.family is not None:
-            coefficients = site_plan.family.coefficients(d)
-            coefficients = jnp.reshape(coefficients, _padded(coefficients.shape, summary.ndim))
-            total = total + _safe_weighted(summary, coefficients)
+            coefficients = site_plan.family.coefficients(d, summary.shift)
+            coefficients = jnp.reshape(coefficients, _padded(coefficients.shape, summary.total.ndim))
+            total = total + _safe_weighted(summary.total, coefficients)
         else:
             total = total + _safe_weighted(summary, d.log_prob(site["value"]))
     return total
 
 
+def statistics_of(trace, layout, plans: dict) -> dict:
+    """T(x - shift) and the shift of every site summarised by sufficient statistics."""
+    return {
+        f.name: _centred_statistics(trace[f.name], plans[f.name].family, enumeration.unwrap(trace[f.name]["fn"])[1])
+        for f in layout if plans[f.name].family is not None
+    }
+
+
 def e_step(model, sites: ModelSites, params: dict, args, kwargs, use_statistics: bool) -> EStep:
     """log p(X | θ) and the summaries of p(Z | X, θ) that Q(· | θ) needs."""
     trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-    layout, log_probs = enumeration.data_factors(trace, sites)
+    layout = enumeration.layout(trace, sites)
+    plans = plan(trace, layout, use_statistics)
+    statistics = statistics_of(trace, layout, plans)
+    base = {name: _family_log_prob(trace[name], plans[name], *stats) for name, stats in statistics.items()}
+    log_probs = enumeration.log_probs(trace, layout, base)
     log_likelihood, weights = jax.value_and_grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
-    plans = plan(trace, layout, log_probs, use_statistics)
-    return EStep(log_likelihood, enumeration.log_prior(trace, sites), summarise(trace, layout, weights, plans))
+    summaries = summarise(trace, layout, weights, plans, statistics)
+    return EStep(log_likelihood, enumeration.log_prior(trace, sites), summaries)
 
 
 def q_function(model, sites: ModelSites, args, kwargs, use_statistics: bool, use_priors: bool):
@@ -163,9 +184,8 @@ def q_function(model, sites: ModelSites, args, kwargs, use_statistics: bool, use
 
     def q(params: dict, summaries: dict):
         trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-        layout, log_probs = enumeration.data_factors(trace, sites)
-        plans = plan(trace, layout, log_probs, use_statistics)
-        value = expected_log_joint(trace, layout, plans, summaries)
+        layout = enumeration.layout(trace, sites)
+        value = expected_log_joint(trace, layout, plan(trace, layout, use_statistics), summaries)
         return value + enumeration.log_prior(trace, sites) if use_priors else value
 
     return q

@@ -6,9 +6,12 @@ constants), so for weights w_n and parameters φ shared by the data,
     Σ_n w_n log p(x_n | φ) = Σ_j c_j(φ) · (Σ_n w_n T_j(x_n)).
 
 The weighted sums on the right are computed once per E-step; the M-step then never
-touches the data again. A family maps to ``(statistics, coefficients)``:
-``statistics(x)`` has the value's batch shape plus one trailing axis of size S, and
-``coefficients(dist)`` has the distribution's batch shape plus the same axis.
+touches the data again, and the E-step itself gets log p(x_n | φ_k) for all n, k as
+one matrix product. ``statistics(x)`` has the value's batch shape plus one trailing
+axis of size S; ``coefficients(dist, shift)`` has the distribution's batch shape plus
+the same axis. For a location family (Normal, MultivariateNormal), log p(x | loc) =
+log p(x - a | loc - a): the statistics are taken of x - a, a the data mean, so that
+x² terms do not cancel catastrophically in float32. Other families ignore the shift.
 """
 
 from typing import Callable, NamedTuple
@@ -21,17 +24,20 @@ from numpyro import distributions as dist
 
 class Family(NamedTuple):
     statistics: Callable  # x -> T(x), shape batch + (S,)
-    coefficients: Callable  # distribution -> c(φ), shape batch + (S,)
+    coefficients: Callable  # (distribution, shift) -> c(φ), shape batch + (S,)
+    location: bool = False  # statistics are of x - shift
 
 
 def _normal_statistics(x):
     return jnp.stack([jnp.ones_like(x), x, x * x], axis=-1)
 
 
-def _normal_coefficients(d):
-    precision = 1.0 / (d.scale * d.scale)
-    constant = -jnp.log(d.scale) - 0.5 * jnp.log(2 * jnp.pi) - 0.5 * d.loc * d.loc * precision
-    return jnp.stack([constant, d.loc * precision, -0.5 * precision], axis=-1)
+def _normal_coefficients(d, shift):
+    loc = jnp.broadcast_to(d.loc, d.batch_shape) - shift
+    scale = jnp.broadcast_to(d.scale, d.batch_shape)
+    precision = 1.0 / (scale * scale)
+    constant = -jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi) - 0.5 * loc * loc * precision
+    return jnp.stack([constant, loc * precision, -0.5 * precision], axis=-1)
 
 
 def _mvn_statistics(x):
@@ -40,14 +46,15 @@ def _mvn_statistics(x):
     return jnp.concatenate([jnp.ones_like(x[..., :1]), x, flat], axis=-1)
 
 
-def _mvn_coefficients(d):
-    dim = d.loc.shape[-1]
-    identity = jnp.broadcast_to(jnp.eye(dim), d.scale_tril.shape)
-    tril_inv = jax.scipy.linalg.solve_triangular(d.scale_tril, identity, lower=True)
+def _mvn_coefficients(d, shift):
+    dim = d.event_shape[-1]
+    scale_tril = jnp.broadcast_to(d.scale_tril, d.batch_shape + (dim, dim))
+    identity = jnp.broadcast_to(jnp.eye(dim), scale_tril.shape)
+    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
     precision = jnp.swapaxes(tril_inv, -1, -2) @ tril_inv  # Σ⁻¹ = L⁻ᵀ L⁻¹
-    loc = jnp.broadcast_to(d.loc, d.scale_tril.shape[:-1])
+    loc = jnp.broadcast_to(d.loc, d.batch_shape + (dim,)) - shift
     precision_loc = jnp.einsum("...ij,...j->...i", precision, loc)
-    half_log_det = jnp.sum(jnp.log(jnp.diagonal(d.scale_tril, axis1=-2, axis2=-1)), -1)
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril, axis1=-2, axis2=-1)), -1)
     constant = -0.5 * dim * jnp.log(2 * jnp.pi) - half_log_det - 0.5 * jnp.sum(loc * precision_loc, -1)
     flat = jnp.reshape(-0.5 * precision, precision.shape[:-2] + (-1,))
     return jnp.concatenate([constant[..., None], precision_loc, flat], axis=-1)
@@ -57,7 +64,7 @@ def _poisson_statistics(x):
     return jnp.stack([x, jnp.ones_like(x), gammaln(x + 1)], axis=-1)
 
 
-def _poisson_coefficients(d):
+def _poisson_coefficients(d, shift):
     return jnp.stack([jnp.log(d.rate), -d.rate, -jnp.ones_like(d.rate)], axis=-1)
 
 
@@ -72,21 +79,40 @@ def _finite_discrete(d) -> Family | None:
     def statistics(x):
         return jax.nn.one_hot(x - low, size, dtype=jnp.result_type(float))
 
-    def coefficients(d):
+    def coefficients(d, shift):
         return jnp.moveaxis(d.log_prob(d.enumerate_support(expand=False)), 0, -1)
 
     return Family(statistics, coefficients)
 
 
 _REGISTRY = {
-    dist.Normal: Family(_normal_statistics, _normal_coefficients),
-    dist.MultivariateNormal: Family(_mvn_statistics, _mvn_coefficients),
+    dist.Normal: Family(_normal_statistics, _normal_coefficients, location=True),
+    dist.MultivariateNormal: Family(_mvn_statistics, _mvn_coefficients, location=True),
     dist.Poisson: Family(_poisson_statistics, _poisson_coefficients),
 }
 
 
+def _independent(d) -> Family | None:
+    """``base.to_event(k)``: the base family's statistics, event axes flattened into S."""
+    inner = family_of(d.base_dist)
+    if inner is None:
+        return None
+    k = d.reinterpreted_batch_ndims
+
+    def flatten(t):
+        return jnp.reshape(t, t.shape[: t.ndim - k - 1] + (-1,))
+
+    return Family(
+        lambda x: flatten(inner.statistics(x)),
+        lambda d, shift: flatten(inner.coefficients(d.base_dist, shift)),
+        inner.location,
+    )
+
+
 def family_of(d) -> Family | None:
     """The exact sufficient-statistic form of ``d``, or None when there is none here."""
+    if isinstance(d, dist.Independent):
+        return _independent(d)
     family = _REGISTRY.get(type(d))
     if family is not None:
         return family

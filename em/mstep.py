@@ -31,7 +31,7 @@ class _Carry(NamedTuple):
     grad_norm: jax.Array
 
 
-def maximise(objective, init_params, *, optimizer=DEFAULT_OPTIMIZER, max_steps=100, tol=None):
+def maximise(objective, init_params, *, optimizer=DEFAULT_OPTIMIZER, max_steps=1000, tol=None):
     """argmax of ``objective`` (a scalar function of a PyTree) from ``init_params``."""
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(init_params), float)
     tol = default_tolerance(dtype) if tol is None else tol

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
-from em.estep import _unwrap
 from em.results import Posterior
 from em.sites import inspect_model, model_trace
 
@@ -38,7 +37,7 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
         marginal = _marginal(weights[name], factor, sites.latents, plain[name]["fn"].batch_shape)
         observed = name[: -len(_UNOBSERVED)] + _OBSERVED
         if name.endswith(_UNOBSERVED) and observed in trace:  # an obs_mask site: merge its halves
-            _, mask = _unwrap(trace[observed]["fn"])
+            _, mask = enumeration.unwrap(trace[observed]["fn"])
             recorded = jax.nn.one_hot(trace[observed]["value"] - support[0], support.shape[0], dtype=marginal.dtype)
             marginal = jnp.where(jnp.asarray(mask)[..., None], recorded, marginal)
             name = name[: -len(_UNOBSERVED)]

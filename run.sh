@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One entry point that sets itself up: a virtual environment in .venv with the
+# project and its test extras, made on first use (and again when pyproject.toml
+# changes), then the command asked for.
+#
+#   ./run.sh main [options]    the main job: experiments/heights.py
+#   ./run.sh tests [pytest args]
+#   ./run.sh bench [options]   benchmarks/gmm_vs_sklearn.py
+#   ./run.sh python FILE ...   any script, in the project's environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "run.sh: needs Python 3.11 or newer as '$python' (set PYTHON=...)." >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "run.sh: setting up .venv (first run takes a minute or two)..." >&2
+    "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[test]"
+    touch .venv/.installed
+fi
+
+command=${1:-}
+shift || true
+case "$command" in
+    main) exec .venv/bin/python experiments/heights.py "$@" ;;
+    tests) exec .venv/bin/python -m pytest "$@" ;;
+    bench) exec .venv/bin/python benchmarks/gmm_vs_sklearn.py "$@" ;;
+    python) exec .venv/bin/python "$@" ;;
+    *) echo "usage: ./run.sh main|tests|bench|python [args]" >&2; exit 2 ;;
+esac
