@@ -1,6 +1,7 @@
 """Eager checks of a fit's input, raised before any compilation or work."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
@@ -25,8 +26,10 @@ def check_observed(trace, sites: ModelSites):
     """Observed values must be finite where they count (masked-out entries may be NaN)."""
     for name in sites.observed:
         site = trace[name]
-        value = np.asarray(site["value"])
         _, mask = unwrap(site["fn"])
+        if not is_concrete(site["value"], mask):  # computed inside the model: not checkable here
+            continue
+        value = np.asarray(site["value"])
         event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))
         finite = np.all(np.isfinite(value), axis=event_axes)
         bad = ~finite & np.broadcast_to(np.asarray(mask), finite.shape)
@@ -48,10 +51,10 @@ def check_init(init: dict, sites: ModelSites):
                 f"its parameter sites are {sorted(known)}."
             )
         site = known[name]
-        if np.shape(value) != np.shape(site.default):
+        if jnp.shape(value) != jnp.shape(site.default):
             raise ValueError(
-                f"init['{name}'] has shape {np.shape(value)}, but the site has shape "
-                f"{np.shape(site.default)}."
+                f"init['{name}'] has shape {jnp.shape(value)}, but the site has shape "
+                f"{jnp.shape(site.default)}."
             )
         if is_concrete(value) and not bool(np.all(site.constraint(np.asarray(value)))):
             raise ValueError(f"init['{name}'] = {value!r} is outside the site's support {site.constraint}.")

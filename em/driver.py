@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration, estep, mstep
 from em.results import EMResult, Posterior
-from em.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
+from em.sites import ModelSites, abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
 
 class EMNumericalError(FloatingPointError):
@@ -52,17 +52,22 @@ def _objective(e: estep.EStep, use_priors: bool):
 def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_statistics):
     """E-step summaries for random posterior weights (scikit-learn's init_params="random").
 
-    Every enumerated factor gets log-weights log(Exp(1)) draws: the posterior of the
-    latents becomes a random product distribution, Dirichlet(1) per latent cell.
+    Every enumerated factor's possible cells get log-weights log(Exp(1)) draws, so the
+    posterior of the latents becomes a random product distribution (Dirichlet(1) per
+    latent cell); cells impossible at ``params`` (log f = -inf) stay impossible.
     """
     trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
     layout, log_probs = enumeration.data_factors(trace, sites)
     keys = jax.random.split(key, len(layout))
-    random_log_probs = {
-        f.name: jnp.log(jax.random.exponential(k, jnp.shape(log_probs[f.name]), dtype=jnp.result_type(log_probs[f.name])))
-        if f.enumerated else jnp.zeros_like(log_probs[f.name])
-        for f, k in zip(layout, keys)
-    }
+
+    def random_log_prob(factor, key):
+        log_prob = log_probs[factor.name]
+        noise = jnp.zeros_like(log_prob)
+        if factor.enumerated:
+            noise = jnp.log(jax.random.exponential(key, jnp.shape(log_prob), log_prob.dtype))
+        return jnp.where(log_prob > -jnp.inf, noise, -jnp.inf)
+
+    random_log_probs = {f.name: random_log_prob(f, k) for f, k in zip(layout, keys)}
     weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
     plans = estep.plan(trace, layout, use_statistics)
     return estep.summarise(trace, layout, weights, plans, estep.statistics_of(trace, layout, plans))
@@ -81,32 +86,45 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
             optimizer=config.optimizer, max_steps=config.m_step_max_steps, tol=config.m_step_tol,
         )
 
-    def start(key):
+    def initial_state(key) -> _LoopState:
         u = unconstrain(sites, {p.name: p.default for p in sites.params})
-        if len(config.init_names) < len(sites.params):
-            params = constrain(sites, u)
-            u = m_step(u, _random_summaries(key, model, sites, params, args, kwargs, config.use_statistics))
-        return {**u, **unconstrain(sites, {**constrain(sites, u), **init})}
+        u = {**u, **unconstrain(sites, {**constrain(sites, u), **init})}
+        history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
+        if len(config.init_names) == len(sites.params):
+            first = e_step(constrain(sites, u))
+            history = history.at[0].set(_objective(first, config.use_priors))
+            return _LoopState(u, first, jnp.zeros((), jnp.int32), history, jnp.zeros((), bool))
+        # A random start is iteration -1 of the loop: its M-step (the loop's own, so it
+        # is compiled once) reads random posterior weights instead of an E-step's.
+        params = constrain(sites, u)
+        summaries = _random_summaries(key, model, sites, params, args, kwargs, config.use_statistics)
+        template = jax.eval_shape(e_step, params)
+        placeholder = estep.EStep(
+            jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries
+        )
+        return _LoopState(u, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool))
+
+    def cond(s: _LoopState):
+        finite = jnp.isfinite(_objective(s.estep, config.use_priors))
+        return (s.iteration < config.max_iter) & ~s.converged & finite
+
+    def body(s: _LoopState) -> _LoopState:
+        starting = s.iteration < 0
+        u = m_step(s.unconstrained, s.estep.summaries)
+        # After the random start's M-step, the sites named in init take their values.
+        u = {k: jnp.where(starting, init_u[k], v) if k in init_u else v for k, v in u.items()}
+        new = e_step(constrain(sites, u))
+        previous, current = _objective(s.estep, config.use_priors), _objective(new, config.use_priors)
+        change_small = jnp.abs(current - previous) <= config.tol * jnp.abs(previous)
+        converged = (config.tol > 0) & ~starting & change_small
+        history = s.history.at[s.iteration + 1].set(current)
+        return _LoopState(u, new, s.iteration + 1, history, converged)
+
+    init_u = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
+    init_u = {k: init_u[k] for k in init}
 
     def run(key) -> EMResult:
-        u = start(key)
-        first = e_step(constrain(sites, u))
-        objective = _objective(first, config.use_priors)
-        history = jnp.full(config.max_iter + 1, jnp.nan, objective.dtype).at[0].set(objective)
-        state = _LoopState(u, first, jnp.zeros((), jnp.int32), history, jnp.zeros((), bool))
-
-        def cond(s: _LoopState):
-            finite = jnp.isfinite(_objective(s.estep, config.use_priors))
-            return (s.iteration < config.max_iter) & ~s.converged & finite
-
-        def body(s: _LoopState) -> _LoopState:
-            u = m_step(s.unconstrained, s.estep.summaries)
-            new = e_step(constrain(sites, u))
-            previous, current = _objective(s.estep, config.use_priors), _objective(new, config.use_priors)
-            converged = (config.tol > 0) & (jnp.abs(current - previous) <= config.tol * jnp.abs(previous))
-            return _LoopState(u, new, s.iteration + 1, s.history.at[s.iteration + 1].set(current), converged)
-
-        final = jax.lax.while_loop(cond, body, state)
+        final = jax.lax.while_loop(cond, body, initial_state(key))
         return EMResult(
             params=constrain(sites, final.unconstrained),
             log_likelihood=final.estep.log_likelihood,
@@ -197,7 +215,7 @@ def fit(
     _checks.check_options(max_iter, tol, num_restarts)
     init = dict(init or {})
     static, dynamic = _arguments.split(args, kwargs)
-    trace = model_trace(model, args, kwargs)
+    trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
     _checks.check_init(init, sites)
     concrete = _checks.is_concrete(dynamic, init)
@@ -228,7 +246,7 @@ _log_likelihood_compiled = jax.jit(_log_likelihood, static_argnums=(0, 1))
 
 def log_likelihood(model, params: dict, *args, **kwargs):
     """log p(X | θ): the model's log evidence with its discrete latents summed out."""
-    sites = inspect_model(model_trace(model, args, kwargs))
+    sites = inspect_model(abstract_trace(model, args, kwargs))
     _checks.check_params(params, sites)
     static, dynamic = _arguments.split(args, kwargs)
     params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}

@@ -111,7 +111,13 @@ def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
     d, _ = enumeration.unwrap(site["fn"])
     ndim = len(enumeration.log_prob_shape(site))
     coefficients = site_plan.family.coefficients(d, shift)
-    return _broadcast_einsum(statistics, coefficients, ndim, (), True, True, False)
+    if not site_plan.family.impossible:
+        return _broadcast_einsum(statistics, coefficients, ndim, (), True, True, False)
+    # 0 * -inf is NaN: sum the finite terms, and mark -inf where a statistic meets one.
+    possible = coefficients > -jnp.inf
+    finite = _broadcast_einsum(statistics, jnp.where(possible, coefficients, 0.0), ndim, (), True, True, False)
+    hits = _broadcast_einsum(statistics != 0, (~possible).astype(finite.dtype), ndim, (), True, True, False)
+    return jnp.where(hits > 0, -jnp.inf, finite)
 
 
 def _effective_weights(site, weights):

@@ -26,6 +26,7 @@ class Family(NamedTuple):
     statistics: Callable  # x -> T(x), shape batch + (S,)
     coefficients: Callable  # (distribution, shift) -> c(φ), shape batch + (S,)
     location: bool = False  # statistics are of x - shift
+    impossible: bool = False  # coefficients may be -inf (probabilities exactly zero)
 
 
 def _normal_statistics(x):
@@ -77,18 +78,18 @@ def _finite_discrete(d) -> Family | None:
     low, size = support.reshape(-1)[0], support.shape[0]
 
     def statistics(x):
-        return jax.nn.one_hot(x - low, size, dtype=jnp.result_type(float))
+        return jax.nn.one_hot(jnp.asarray(x - low, jnp.int32), size, dtype=jnp.result_type(float))
 
     def coefficients(d, shift):
         return jnp.moveaxis(d.log_prob(d.enumerate_support(expand=False)), 0, -1)
 
-    return Family(statistics, coefficients)
+    return Family(statistics, coefficients, impossible=True)
 
 
 _REGISTRY = {
     dist.Normal: Family(_normal_statistics, _normal_coefficients, location=True),
     dist.MultivariateNormal: Family(_mvn_statistics, _mvn_coefficients, location=True),
-    dist.Poisson: Family(_poisson_statistics, _poisson_coefficients),
+    dist.Poisson: Family(_poisson_statistics, _poisson_coefficients, impossible=True),
 }
 
 
@@ -106,6 +107,7 @@ def _independent(d) -> Family | None:
         lambda x: flatten(inner.statistics(x)),
         lambda d, shift: flatten(inner.coefficients(d.base_dist, shift)),
         inner.location,
+        inner.impossible,
     )
 
 

@@ -43,7 +43,7 @@ def maximise(objective, init_params, *, optimizer=DEFAULT_OPTIMIZER, max_steps=1
 
     opt_state = optimizer.init(init_params)
     # L-BFGS keeps the last value and gradient in its state; others need them computed.
-    reuse = optax.tree_utils.tree_get(opt_state, "value", None) is not None
+    reuse = all(optax.tree_utils.tree_get(opt_state, k, None) is not None for k in ("value", "grad"))
     value_and_grad = optax.value_and_grad_from_state(loss) if reuse else None
 
     def body(carry: _Carry) -> _Carry:
@@ -55,7 +55,7 @@ def maximise(objective, init_params, *, optimizer=DEFAULT_OPTIMIZER, max_steps=1
             grad, carry.opt_state, carry.params, value=value, grad=grad, value_fn=loss
         )
         params = optax.apply_updates(carry.params, updates)
-        return _Carry(params, opt_state, carry.step + 1, optax.tree_utils.tree_l2_norm(grad))
+        return _Carry(params, opt_state, carry.step + 1, optax.tree_utils.tree_norm(grad))
 
     def cond(carry: _Carry):
         return (carry.step < max_steps) & (carry.grad_norm > tol)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
 from em.results import Posterior
-from em.sites import inspect_model, model_trace
+from em.sites import abstract_trace, inspect_model, model_trace
 
 _UNOBSERVED, _OBSERVED = "_unobserved", "_observed"
 
@@ -38,7 +38,9 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
         observed = name[: -len(_UNOBSERVED)] + _OBSERVED
         if name.endswith(_UNOBSERVED) and observed in trace:  # an obs_mask site: merge its halves
             _, mask = enumeration.unwrap(trace[observed]["fn"])
-            recorded = jax.nn.one_hot(trace[observed]["value"] - support[0], support.shape[0], dtype=marginal.dtype)
+            recorded = jax.nn.one_hot(
+                jnp.asarray(trace[observed]["value"] - support[0], jnp.int32), support.shape[0], dtype=marginal.dtype
+            )
             marginal = jnp.where(jnp.asarray(mask)[..., None], recorded, marginal)
             name = name[: -len(_UNOBSERVED)]
         probs[name], values[name] = marginal, support
@@ -55,7 +57,7 @@ def posterior(model, params: dict, *args, **kwargs) -> Posterior:
     responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
     value, datum by datum.
     """
-    sites = inspect_model(model_trace(model, args, kwargs))
+    sites = inspect_model(abstract_trace(model, args, kwargs))
     _checks.check_params(params, sites)
     static, dynamic = _arguments.split(args, kwargs)
     params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}

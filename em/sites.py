@@ -59,6 +59,21 @@ def model_trace(model, args, kwargs):
     return handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*args, **kwargs)
 
 
+def abstract_trace(model, args, kwargs):
+    """:func:`model_trace` with nothing executed: computed values are abstract.
+
+    Enough to inspect the model (names, shapes, constraints) before compiling, at no
+    cost; values the caller passed in (observed data, masks) stay concrete.
+    """
+    captured = {}
+
+    def run():
+        captured["trace"] = model_trace(model, args, kwargs)
+
+    jax.eval_shape(run)
+    return captured["trace"]
+
+
 def inspect_model(tr) -> ModelSites:
     """Classify the sites of a :func:`model_trace`; raise ValueError for sites EM cannot handle."""
     samples = [s for s in tr.values() if s["type"] == "sample"]

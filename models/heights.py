@@ -1,7 +1,7 @@
 """Heights of adults whose sex was recorded for some of them only.
 
 X: heights h_n (cm), and the sex s_n of the people whose sex was recorded.
-Z: the sex of the others, s_n ∈ {0 = female, 1 = male}, summed out by EM; the sites
+Z: the sex of the others, s_n ∈ {0 = female, 1 = male}, summed out by EM; the site
    is one ``obs_mask`` site, observed where ``sex_recorded`` is true.
 θ: the share of each sex π (simplex), and the mean μ_s and standard deviation σ_s of
    height for each sex.
@@ -39,11 +39,13 @@ def heights(height, sex=None, sex_recorded=None):
 
     Args:
       height: heights, shape (N,).
-      sex: recorded sexes (0/1), shape (N,); any value where not recorded. None when
-        no sex is recorded.
+      sex: recorded sexes (0/1), shape (N,); any value (NaN too) where not recorded.
+        None when no sex is recorded.
       sex_recorded: boolean mask, shape (N,), true where ``sex`` was recorded. None
         when every given sex is recorded.
     """
+    if sex is not None:  # labels as integers; unrecorded ones may be any number, or NaN
+        sex = jnp.nan_to_num(jnp.asarray(sex)).astype(jnp.int32)
     weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(2)))
     with numpyro.plate("sexes", 2):
         locs = numpyro.sample("locs", dist.Normal(160.0, 30.0))

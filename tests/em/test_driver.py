@@ -1,0 +1,99 @@
+"""The driver's contract: monotone EM, restarts, vmap, tol=0, no recompilation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import em
+from em import driver
+from models import coins, gmm, heights, linkage
+from tests.helpers import two_clusters
+
+HEIGHTS, SEXES = heights.load_adults()
+RECORDED = np.arange(len(HEIGHTS)) % 2 == 0
+X2 = two_clusters(n=200)
+
+# (id, model, args, kwargs): every model of the zoo, fitted from a random start.
+ZOO = [
+    ("heights_partly_labelled", heights.heights, (HEIGHTS, SEXES, RECORDED), {}),
+    ("heights_unlabelled", heights.heights, (HEIGHTS,), {}),
+    ("univariate_gmm", gmm.univariate, (HEIGHTS, 2), {}),
+    ("full_gmm", gmm.multivariate, (X2, 2), {"covariance": "full"}),
+    ("diag_gmm", gmm.multivariate, (X2, 2), {"covariance": "diag"}),
+    ("two_coins", coins.two_coins, (coins.HEADS,), {}),
+    ("genetic_linkage", linkage.genetic_linkage, (linkage.COUNTS,), {}),
+]
+
+
+def _as_jax(args):
+    return tuple(jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args)
+
+
+@pytest.mark.parametrize("priors", [True, False], ids=["map", "mle"])
+@pytest.mark.parametrize("case", ZOO, ids=[c[0] for c in ZOO])
+def test_em_never_lowers_the_objective(case, priors):
+    _, model, args, kwargs = case
+    result = em.fit(model, *_as_jax(args), rng_key=jax.random.PRNGKey(1), max_iter=40, priors=priors, **kwargs)
+    history = np.asarray(result.history)[: int(result.num_iter) + 1]
+    assert np.all(np.isfinite(history))
+    steps = np.diff(history)
+    assert np.all(steps >= -1e-9 * np.abs(history[:-1])), steps.min()
+    np.testing.assert_allclose(history[-1], result.objective, rtol=1e-12)
+    direct = em.log_likelihood(model, result.params, *_as_jax(args), **kwargs)
+    np.testing.assert_allclose(result.log_likelihood, direct, rtol=1e-12)
+
+
+def test_tol_zero_runs_exactly_max_iter():
+    result = em.fit(coins.two_coins, coins.HEADS, rng_key=jax.random.PRNGKey(0), max_iter=25, tol=0)
+    assert int(result.num_iter) == 25 and not bool(result.converged)
+    assert np.all(np.isfinite(result.history)) and result.history.shape == (26,)
+
+
+def test_stops_on_relative_change():
+    tol = 1e-6
+    result = em.fit(heights.heights, jnp.asarray(HEIGHTS), rng_key=jax.random.PRNGKey(0), tol=tol)
+    n = int(result.num_iter)
+    history = np.asarray(result.history)
+    assert bool(result.converged) and n < 1000
+    assert abs(history[n] - history[n - 1]) <= tol * abs(history[n - 1])
+    assert abs(history[n - 1] - history[n - 2]) > tol * abs(history[n - 2])
+    assert np.all(np.isnan(history[n + 1:]))
+
+
+def test_best_restart_is_at_least_every_single_start():
+    key, restarts = jax.random.PRNGKey(4), 5
+    x = jnp.asarray(X2)
+    best = em.fit(gmm.multivariate, x, 2, covariance="diag", rng_key=key, num_restarts=restarts, max_iter=30)
+    singles = [
+        em.fit(gmm.multivariate, x, 2, covariance="diag", rng_key=k, max_iter=30).objective
+        for k in jax.random.split(key, restarts)
+    ]
+    assert float(best.objective) >= max(float(s) for s in singles) - 1e-9
+    np.testing.assert_allclose(float(best.objective), max(float(s) for s in singles), rtol=1e-10)
+
+
+def test_vmap_over_data_sets_equals_separate_fits():
+    data = jnp.stack([jnp.asarray(two_clusters(n=100, dim=1, seed=s)[:, 0]) for s in range(3)])
+    init = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([-1.0, 6.0]), "scales": jnp.array([1.0, 1.0])}
+
+    def fit_one(x):
+        return em.fit(gmm.univariate, x, 2, rng_key=jax.random.PRNGKey(0), init=init, max_iter=50)
+
+    batched = jax.vmap(fit_one)(data)
+    for i in range(data.shape[0]):
+        single = fit_one(data[i])
+        np.testing.assert_allclose(batched.log_likelihood[i], single.log_likelihood, rtol=1e-12)
+        for name in single.params:
+            np.testing.assert_allclose(batched.params[name][i], single.params[name], rtol=1e-9, atol=1e-12)
+
+
+def test_second_fit_with_same_shapes_does_not_recompile():
+    def fit(seed):
+        x = jnp.asarray(two_clusters(n=120, dim=1, seed=seed)[:, 0])
+        return em.fit(gmm.univariate, x, 2, rng_key=jax.random.PRNGKey(seed), max_iter=20)
+
+    fit(0)
+    before = driver._fit_compiled._cache_size()
+    fit(1)
+    assert driver._fit_compiled._cache_size() == before
