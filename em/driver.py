@@ -17,6 +17,9 @@ from em.results import EMResult, Posterior
 from em.sites import ModelSites, abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
 
+DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
+
+
 class EMNumericalError(FloatingPointError):
     """EM reached a non-finite objective or parameter (NaN, ±inf)."""
 
@@ -49,16 +52,42 @@ def _objective(e: estep.EStep, use_priors: bool):
     return e.log_likelihood + e.log_prior if use_priors else e.log_likelihood
 
 
-def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_statistics):
-    """E-step summaries for random posterior weights (scikit-learn's init_params="random").
+def _anchor_scales(key, layout, log_probs, num_anchors: int) -> dict:
+    """Per plate of the data, a random weight per cell: 1 on ``num_anchors`` random cells
+    (the anchors), the others sharing a total weight of ``num_anchors``."""
+    sizes = {}
+    for factor in layout:
+        shape = jnp.shape(log_probs[factor.name])
+        for dim, name in factor.dim_to_name.items():
+            if name not in {f.name for f in layout if f.enumerated}:
+                sizes[name] = (dim, shape[len(shape) + dim])
+    scales = {}
+    for (name, (dim, size)), k in zip(sorted(sizes.items()), jax.random.split(key, max(len(sizes), 1))):
+        if size <= 2 * num_anchors:
+            continue
+        anchors = jax.random.choice(k, size, (num_anchors,), replace=False)
+        scale = jnp.full(size, num_anchors / (size - num_anchors)).at[anchors].set(1.0)
+        scales[name] = (dim, scale)
+    return scales
 
-    Every enumerated factor's possible cells get log-weights log(Exp(1)) draws, so the
-    posterior of the latents becomes a random product distribution (Dirichlet(1) per
-    latent cell); cells impossible at ``params`` (log f = -inf) stay impossible.
+
+def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_statistics):
+    """E-step summaries for a random start, generic in the model.
+
+    The latents get random posterior weights: every enumerated factor's possible cells
+    get log-weights log(Exp(1)) draws (a Dirichlet(1) posterior per latent cell, as
+    scikit-learn's init_params="random"); cells impossible at ``params`` stay
+    impossible. Random weights alone give every component nearly the same data, and
+    EM then leaves that symmetric start slowly; so, like scikit-learn's
+    "random_from_data", the data count unequally: a few random anchor cells per data
+    plate (as many as the largest latent has values) weigh 1, and the rest together
+    weigh as much as the anchors. Each component starts near a few random data
+    points, on a broad background that keeps its scale from collapsing.
     """
     trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
     layout, log_probs = enumeration.data_factors(trace, sites)
-    keys = jax.random.split(key, len(layout))
+    noise_key, anchor_key = jax.random.split(key)
+    keys = jax.random.split(noise_key, len(layout))
 
     def random_log_prob(factor, key):
         log_prob = log_probs[factor.name]
@@ -69,6 +98,16 @@ def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_s
 
     random_log_probs = {f.name: random_log_prob(f, k) for f, k in zip(layout, keys)}
     weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
+    num_anchors = max(
+        (trace[f.name]["fn"].enumerate_support(expand=False).shape[0] for f in layout if f.enumerated), default=1
+    )
+    for name, (dim, scale) in _anchor_scales(anchor_key, layout, log_probs, num_anchors).items():
+        for factor in layout:
+            if name in factor.dim_to_name.values():
+                w = weights[factor.name]
+                shape = [1] * w.ndim
+                shape[w.ndim + dim] = scale.shape[0]
+                weights[factor.name] = w * jnp.reshape(scale, shape)
     plans = estep.plan(trace, layout, use_statistics)
     return estep.summarise(trace, layout, weights, plans, estep.statistics_of(trace, layout, plans))
 
@@ -165,7 +204,7 @@ def fit(
     rng_key,
     init: dict | None = None,
     max_iter: int = 1000,
-    tol: float = 1e-8,
+    tol: float | None = None,
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
@@ -192,7 +231,8 @@ def fit(
         the sample sites.
       max_iter: the most EM iterations (M-steps).
       tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective; ``tol=0``
-        runs exactly ``max_iter`` iterations.
+        runs exactly ``max_iter`` iterations. Default: 1e-8 in float64, 1e-6 in
+        float32 (where 1e-8 is below the rounding of ℓ).
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -212,6 +252,8 @@ def fit(
       EMNumericalError: when the fit reaches a non-finite objective or parameter
         (checked when called outside ``jit``/``vmap``).
     """
+    if tol is None:
+        tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
     _checks.check_options(max_iter, tol, num_restarts)
     init = dict(init or {})
     static, dynamic = _arguments.split(args, kwargs)
