@@ -97,3 +97,14 @@ def test_second_fit_with_same_shapes_does_not_recompile():
     before = driver._fit_compiled._cache_size()
     fit(1)
     assert driver._fit_compiled._cache_size() == before
+
+
+def test_the_m_step_optimiser_is_replaceable():
+    """Adam instead of L-BFGS reaches the same (closed-form) linkage MLE."""
+    import optax
+
+    result = em.fit(
+        linkage.genetic_linkage, linkage.COUNTS, rng_key=jax.random.PRNGKey(0), init={"theta": 0.5},
+        max_iter=40, tol=0, optimizer=optax.adam(0.05), m_step_max_steps=3000, m_step_tol=1e-9,
+    )
+    np.testing.assert_allclose(result.params["theta"], (15 + np.sqrt(53809)) / 394, atol=1e-7)
