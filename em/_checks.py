@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
-from em.enumeration import unwrap
+from em.masking import unwrap
 from em.sites import ModelSites
 
 

@@ -11,13 +11,12 @@ The derivative of that contraction with respect to a factor's log-probability te
 is the posterior probability of each of the factor's cells, p(cell | X, θ); that is
 the E-step (see :mod:`em.estep`).
 
-This mirrors ``numpyro.contrib.funsor.infer_util._enum_log_density`` with two
+This mirrors ``numpyro.contrib.funsor.infer_util._enum_log_density`` with these
 differences that EM needs: the log-probability tensors are inputs of the contraction
-(so that they can be differentiated), and masked cells of an enumerated site count
-log(1/K) instead of 0. NumPyro masks the enumerated ``<name>_unobserved`` half of an
-``obs_mask`` site with 0, so each *observed* row sums K equal terms and the log
-evidence is off by log K per observed row; with log(1/K) the K terms sum to the
-true probability.
+(so that they can be differentiated); discrete ``obs_mask`` sites are a latent over
+every row plus evidence (:mod:`em.partly_observed`); and masked cells of an enumerated
+site count log(1/K) instead of 0, so that a masked latent adds no evidence (with 0,
+its K values would sum to K).
 """
 
 from collections import OrderedDict
@@ -27,9 +26,10 @@ import funsor
 import jax.numpy as jnp
 from numpyro.contrib.funsor import config_enumerate, enum, plate_to_enum_plate
 from numpyro.contrib.funsor import trace as packed_trace
-from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 from numpyro.handlers import substitute
 
+from em import partly_observed
+from em.masking import unwrap
 from em.sites import ModelSites
 
 funsor.set_backend("jax")
@@ -41,23 +41,16 @@ class Factor(NamedTuple):
     name: str
     dim_to_name: OrderedDict  # tensor dim -> plate or enumerated-site name
     enumerated: bool
+    evidence_for: str | None = None  # the latent whose recorded values this site holds
 
 
 def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
     """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel."""
-    enumerated = enum(config_enumerate(model), first_available_dim=sites.first_available_dim)
+    enumerated = enum(
+        config_enumerate(partly_observed.EnumerateEveryRow(model)), first_available_dim=sites.first_available_dim
+    )
     with plate_to_enum_plate():
         return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
-
-
-def unwrap(fn):
-    """The distribution inside plate expansion and masking, and the combined mask."""
-    mask = True
-    while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
-        if isinstance(fn, MaskedDistribution):
-            mask = jnp.logical_and(mask, fn._mask)
-        fn = fn.base_dist
-    return fn, mask
 
 
 def log_prob_shape(site) -> tuple:
@@ -95,7 +88,10 @@ def layout(trace, sites: ModelSites) -> tuple:
                 f"Site '{name}' is inside a Markov chain (scan/markov); em.fit does "
                 "not contract chains yet."
             )
-        factors.append(Factor(name, dim_to_name, name in sites.latents))
+        hidden = partly_observed.hidden_half_of(name, trace)
+        if hidden is not None:
+            dim_to_name = trace[hidden]["infer"]["dim_to_name"]
+        factors.append(Factor(name, dim_to_name, name in sites.latents, hidden))
     return tuple(factors)
 
 
@@ -103,7 +99,8 @@ def log_probs(trace, factors, base_log_probs=None) -> dict:
     """The log-probability tensor of each factor, by site name."""
     base_log_probs = base_log_probs or {}
     return {
-        f.name: site_log_prob(trace[f.name], f.enumerated, base_log_probs.get(f.name))
+        f.name: partly_observed.evidence(trace[f.name], trace[f.evidence_for]) if f.evidence_for
+        else site_log_prob(trace[f.name], f.enumerated, base_log_probs.get(f.name))
         for f in factors
     }
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from em import enumeration
 from em.families import Family, family_of
+from em.masking import unwrap
 from em.sites import ModelSites
 
 _LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -56,7 +57,7 @@ def _padded(shape, ndim):
 
 
 def plan_site(site, use_statistics: bool) -> SitePlan:
-    d, _ = enumeration.unwrap(site["fn"])
+    d, _ = unwrap(site["fn"])
     shape = enumeration.log_prob_shape(site)
     ndim = len(shape)
     value_shape = jnp.shape(site["value"])
@@ -69,8 +70,13 @@ def plan_site(site, use_statistics: bool) -> SitePlan:
     return SitePlan(shared if family else (), family)
 
 
+def _with_theta(layout):
+    """The factors that depend on θ (evidence of recorded labels does not)."""
+    return [f for f in layout if f.evidence_for is None]
+
+
 def plan(trace, layout, use_statistics: bool) -> dict:
-    return {f.name: plan_site(trace[f.name], use_statistics) for f in layout}
+    return {f.name: plan_site(trace[f.name], use_statistics) for f in _with_theta(layout)}
 
 
 def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
@@ -95,7 +101,7 @@ def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
 
 def _centred_statistics(site, family: Family, mask):
     """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
-    d, _ = enumeration.unwrap(site["fn"])
+    d, _ = unwrap(site["fn"])
     value = site["value"]
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:
@@ -108,7 +114,7 @@ def _centred_statistics(site, family: Family, mask):
 
 def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
     """log p(value | φ) as Σ_j c_j(φ) T_j(value), over the site's log-prob shape."""
-    d, _ = enumeration.unwrap(site["fn"])
+    d, _ = unwrap(site["fn"])
     ndim = len(enumeration.log_prob_shape(site))
     coefficients = site_plan.family.coefficients(d, shift)
     if not site_plan.family.impossible:
@@ -122,7 +128,7 @@ def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
 
 def _effective_weights(site, weights):
     """Posterior weights with the mask and scale of the site folded in."""
-    _, mask = enumeration.unwrap(site["fn"])
+    _, mask = unwrap(site["fn"])
     w = weights * mask
     if site["scale"] is not None:
         w = w * site["scale"]
@@ -132,7 +138,7 @@ def _effective_weights(site, weights):
 def summarise(trace, layout, weights: dict, plans: dict, statistics: dict) -> dict:
     """Per site, what Q needs of the E-step: summed weights or sufficient statistics."""
     summaries = {}
-    for factor in layout:
+    for factor in _with_theta(layout):
         site, site_plan = trace[factor.name], plans[factor.name]
         w = _effective_weights(site, weights[factor.name])
         if site_plan.family is not None:
@@ -152,9 +158,9 @@ def _safe_weighted(weights, log_prob):
 def expected_log_joint(trace, layout, plans: dict, summaries: dict):
     """Σ_f Σ_c w_f(c) log f_θ(c), with θ the values in ``trace``."""
     total = jnp.zeros(())
-    for factor in layout:
+    for factor in _with_theta(layout):
         site, site_plan, summary = trace[factor.name], plans[factor.name], summaries[factor.name]
-        d, _ = enumeration.unwrap(site["fn"])
+        d, _ = unwrap(site["fn"])
         if site_plan.family is not None:
             coefficients = site_plan.family.coefficients(d, summary.shift)
             coefficients = jnp.reshape(coefficients, _padded(coefficients.shape, summary.total.ndim))
@@ -167,8 +173,8 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
 def statistics_of(trace, layout, plans: dict) -> dict:
     """T(x - shift) and the shift of every site summarised by sufficient statistics."""
     return {
-        f.name: _centred_statistics(trace[f.name], plans[f.name].family, enumeration.unwrap(trace[f.name]["fn"])[1])
-        for f in layout if plans[f.name].family is not None
+        f.name: _centred_statistics(trace[f.name], plans[f.name].family, unwrap(trace[f.name]["fn"])[1])
+        for f in _with_theta(layout) if plans[f.name].family is not None
     }
 
 

@@ -4,10 +4,9 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
+from em.partly_observed import UNOBSERVED
 from em.results import Posterior
 from em.sites import abstract_trace, inspect_model, model_trace
-
-_UNOBSERVED, _OBSERVED = "_unobserved", "_observed"
 
 
 def _marginal(weights, factor, latents, batch_shape):
@@ -32,18 +31,12 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
     for factor in layout:
         if not factor.enumerated:
             continue
-        name = factor.name
-        support = jnp.reshape(trace[name]["fn"].enumerate_support(expand=False), (-1,))
-        marginal = _marginal(weights[name], factor, sites.latents, plain[name]["fn"].batch_shape)
-        observed = name[: -len(_UNOBSERVED)] + _OBSERVED
-        if name.endswith(_UNOBSERVED) and observed in trace:  # an obs_mask site: merge its halves
-            _, mask = enumeration.unwrap(trace[observed]["fn"])
-            recorded = jax.nn.one_hot(
-                jnp.asarray(trace[observed]["value"] - support[0], jnp.int32), support.shape[0], dtype=marginal.dtype
-            )
-            marginal = jnp.where(jnp.asarray(mask)[..., None], recorded, marginal)
-            name = name[: -len(_UNOBSERVED)]
-        probs[name], values[name] = marginal, support
+        support = jnp.reshape(trace[factor.name]["fn"].enumerate_support(expand=False), (-1,))
+        # An obs_mask site's hidden half covers every row (its recorded rows are one-hot
+        # through their evidence): report it under the site's own name.
+        name = factor.name.removesuffix(UNOBSERVED) if any(f.evidence_for == factor.name for f in layout) else factor.name
+        probs[name] = _marginal(weights[factor.name], factor, sites.latents, plain[factor.name]["fn"].batch_shape)
+        values[name] = support
     return Posterior(probs, values)
 
 

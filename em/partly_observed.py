@@ -1,0 +1,69 @@
+"""Discrete sites observed for some data only (``obs_mask``): latents plus evidence.
+
+NumPyro splits ``sample(name, fn, obs=y, obs_mask=m)`` into ``<name>_observed``
+(masked to the recorded rows), ``<name>_unobserved`` (masked to the others; a latent,
+enumerated) and the deterministic ``name = where(m, y, <name>_unobserved)``. Enumerated
+that way, the merged value varies along the data plate, so a mixture component's
+density downstream has parameters that vary with the data and cannot be summarised
+by sufficient statistics (a data pass per M-step optimiser step: 74 ms against 2 ms
+per iteration for 100,000 half-labelled heights); and NumPyro's log density counts
+log K too much per recorded row.
+
+Here the site becomes a latent over every row plus evidence instead:
+``<name>_unobserved`` loses its mask (its prior p(z | θ) counts on every row), the
+model downstream sees its enumerated value, and ``<name>_observed`` becomes the factor
+1[z = y] on the recorded rows (log 0 or log 1, no θ in it). Summed over z, a recorded
+row gives p(y | θ) p(x | y, θ) and a hidden row Σ_z p(z | θ) p(x | z, θ): exactly
+log p(X, recorded labels | θ).
+"""
+
+import jax.numpy as jnp
+from numpyro.primitives import Messenger
+
+from em.masking import unwrap
+
+UNOBSERVED, OBSERVED = "_unobserved", "_observed"
+
+
+def _is_hidden_half(msg) -> bool:
+    return (
+        msg["type"] == "sample"
+        and msg["name"].endswith(UNOBSERVED)
+        and not msg["is_observed"]
+        and msg["fn"].support.is_discrete
+    )
+
+
+class EnumerateEveryRow(Messenger):
+    """Unmask the hidden half of each discrete ``obs_mask`` site, and give the model its
+    value (enumerated over every row) where NumPyro would merge the two halves."""
+
+    def __init__(self, fn=None):
+        self._hidden_values = {}
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if _is_hidden_half(msg):
+            base, _ = unwrap(msg["fn"])
+            msg["fn"] = base.expand(msg["fn"].batch_shape)
+        elif msg["type"] == "deterministic" and msg["name"] + UNOBSERVED in self._hidden_values:
+            msg["value"] = self._hidden_values[msg["name"] + UNOBSERVED]
+
+    def postprocess_message(self, msg):
+        if _is_hidden_half(msg):
+            self._hidden_values[msg["name"]] = msg["value"]
+
+
+def hidden_half_of(observed_name: str, trace) -> str | None:
+    """The latent whose recorded values the observed site ``observed_name`` holds, if any."""
+    if not observed_name.endswith(OBSERVED):
+        return None
+    hidden = observed_name[: -len(OBSERVED)] + UNOBSERVED
+    return hidden if hidden in trace and trace[hidden]["fn"].support.is_discrete else None
+
+
+def evidence(recorded_site, hidden_site):
+    """log 1[z = y] where y was recorded, 0 elsewhere, over the latent's enumerated values."""
+    _, recorded = unwrap(recorded_site["fn"])
+    agrees = hidden_site["value"] == recorded_site["value"]
+    return jnp.where(recorded, jnp.where(agrees, 0.0, -jnp.inf), 0.0)
