@@ -66,3 +66,15 @@ def check_params(params: dict, sites: ModelSites):
     if missing:
         raise ValueError(f"params lacks the parameter site(s) {missing}.")
     check_init({p.name: params[p.name] for p in sites.params}, sites)
+
+
+def check_inside(init: dict, sites: ModelSites):
+    """EM moves in the unconstrained space: a start on the boundary of a closed support
+    (a probability of exactly 0 or 1) is infinitely far away there, and would not move."""
+    known = {p.name: p for p in sites.params}
+    for name, value in init.items():
+        if is_concrete(value) and not bool(np.all(np.isfinite(known[name].transform.inv(jnp.asarray(value))))):
+            raise ValueError(
+                f"init['{name}'] = {value!r} lies on the boundary of the site's support "
+                f"{known[name].constraint}; start strictly inside it."
+            )

@@ -260,6 +260,7 @@ def fit(
     trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
     _checks.check_init(init, sites)
+    _checks.check_inside(init, sites)
     concrete = _checks.is_concrete(dynamic, init)
     if concrete:
         _checks.check_observed(trace, sites)

@@ -52,6 +52,15 @@ def test_init_outside_support():
         em.fit(gmm.univariate, X, 2, rng_key=KEY, init={"scales": jnp.array([1.0, -1.0])})
 
 
+def test_init_on_the_boundary_of_the_support():
+    """A coin's bias of exactly 1 is in [0, 1] but infinitely far away in the unconstrained
+    space EM moves in: it would never move, so it is refused."""
+    from models import coins
+
+    with pytest.raises(ValueError, match=r"init\['bias'\].*lies on the boundary"):
+        em.fit(coins.two_coins, coins.HEADS, rng_key=KEY, init={"bias": jnp.array([1.0, 0.5])})
+
+
 def test_init_of_wrong_shape():
     with pytest.raises(ValueError, match=r"init\['locs'\] has shape \(3,\), but the site has shape \(2,\)"):
         em.fit(gmm.univariate, X, 2, rng_key=KEY, init={"locs": jnp.zeros(3)})
