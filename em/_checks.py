@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
+from em import _arguments
 from em.masking import unwrap
-from em.sites import ModelSites
+from em.sites import ModelSites, abstract_trace, inspect_model
 
 
 def is_concrete(*trees) -> bool:
@@ -78,3 +79,12 @@ def check_inside(init: dict, sites: ModelSites):
                 f"init['{name}'] = {value!r} lies on the boundary of the site's support "
                 f"{known[name].constraint}; start strictly inside it."
             )
+
+
+def checked_call(model, params: dict, args, kwargs):
+    """Check a full set of parameter values for ``model`` and split its arguments for a
+    compiled call: ``(static arguments, array arguments, params as arrays)``."""
+    sites = inspect_model(abstract_trace(model, args, kwargs))
+    check_params(params, sites)
+    static, dynamic = _arguments.split(args, kwargs)
+    return static, dynamic, {p.name: jnp.asarray(params[p.name]) for p in sites.params}

@@ -12,10 +12,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from em import _arguments, _checks, enumeration, estep, mstep
-from em.results import EMResult, Posterior
-from em.sites import ModelSites, abstract_trace, constrain, inspect_model, model_trace, unconstrain
-
+from em import _arguments, _checks, enumeration, estep, initialisation, mstep
+from em.results import EMResult
+from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
 DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
 
@@ -52,66 +51,6 @@ def _objective(e: estep.EStep, use_priors: bool):
     return e.log_likelihood + e.log_prior if use_priors else e.log_likelihood
 
 
-def _anchor_scales(key, layout, log_probs, num_anchors: int) -> dict:
-    """Per plate of the data, a random weight per cell: 1 on ``num_anchors`` random cells
-    (the anchors), the others sharing a total weight of ``num_anchors``."""
-    sizes = {}
-    for factor in layout:
-        shape = jnp.shape(log_probs[factor.name])
-        for dim, name in factor.dim_to_name.items():
-            if name not in {f.name for f in layout if f.enumerated}:
-                sizes[name] = (dim, shape[len(shape) + dim])
-    scales = {}
-    for (name, (dim, size)), k in zip(sorted(sizes.items()), jax.random.split(key, max(len(sizes), 1))):
-        if size <= 2 * num_anchors:
-            continue
-        anchors = jax.random.choice(k, size, (num_anchors,), replace=False)
-        scale = jnp.full(size, num_anchors / (size - num_anchors)).at[anchors].set(1.0)
-        scales[name] = (dim, scale)
-    return scales
-
-
-def _random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_statistics):
-    """E-step summaries for a random start, generic in the model.
-
-    The latents get random posterior weights: every enumerated factor's possible cells
-    get log-weights log(Exp(1)) draws (a Dirichlet(1) posterior per latent cell, as
-    scikit-learn's init_params="random"); cells impossible at ``params`` stay
-    impossible. Random weights alone give every component nearly the same data, and
-    EM then leaves that symmetric start slowly; so, like scikit-learn's
-    "random_from_data", the data count unequally: a few random anchor cells per data
-    plate (as many as the largest latent has values) weigh 1, and the rest together
-    weigh as much as the anchors. Each component starts near a few random data
-    points, on a broad background that keeps its scale from collapsing.
-    """
-    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-    layout, log_probs = enumeration.data_factors(trace, sites)
-    noise_key, anchor_key = jax.random.split(key)
-    keys = jax.random.split(noise_key, len(layout))
-
-    def random_log_prob(factor, key):
-        log_prob = log_probs[factor.name]
-        noise = jnp.zeros_like(log_prob)
-        if factor.enumerated:
-            noise = jnp.log(jax.random.exponential(key, jnp.shape(log_prob), log_prob.dtype))
-        return jnp.where(log_prob > -jnp.inf, noise, -jnp.inf)
-
-    random_log_probs = {f.name: random_log_prob(f, k) for f, k in zip(layout, keys)}
-    weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
-    num_anchors = max(
-        (trace[f.name]["fn"].enumerate_support(expand=False).shape[0] for f in layout if f.enumerated), default=1
-    )
-    for name, (dim, scale) in _anchor_scales(anchor_key, layout, log_probs, num_anchors).items():
-        for factor in layout:
-            if name in factor.dim_to_name.values():
-                w = weights[factor.name]
-                shape = [1] * w.ndim
-                shape[w.ndim + dim] = scale.shape[0]
-                weights[factor.name] = w * jnp.reshape(scale, shape)
-    plans = estep.plan(trace, layout, use_statistics)
-    return estep.summarise(trace, layout, weights, plans, estep.statistics_of(trace, layout, plans))
-
-
 def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
     args, kwargs = _arguments.join(config.arguments, dynamic)
     model = config.model
@@ -125,9 +64,11 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
             optimizer=config.optimizer, max_steps=config.m_step_max_steps, tol=config.m_step_tol,
         )
 
+    start = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
+    named = {k: start[k] for k in init}
+
     def initial_state(key) -> _LoopState:
-        u = unconstrain(sites, {p.name: p.default for p in sites.params})
-        u = {**u, **unconstrain(sites, {**constrain(sites, u), **init})}
+        u = start
         history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
         if len(config.init_names) == len(sites.params):
             first = e_step(constrain(sites, u))
@@ -136,7 +77,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
         # A random start is iteration -1 of the loop: its M-step (the loop's own, so it
         # is compiled once) reads random posterior weights instead of an E-step's.
         params = constrain(sites, u)
-        summaries = _random_summaries(key, model, sites, params, args, kwargs, config.use_statistics)
+        summaries = initialisation.random_summaries(key, model, sites, params, args, kwargs, config.use_statistics)
         template = jax.eval_shape(e_step, params)
         placeholder = estep.EStep(
             jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries
@@ -151,16 +92,13 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
         starting = s.iteration < 0
         u = m_step(s.unconstrained, s.estep.summaries)
         # After the random start's M-step, the sites named in init take their values.
-        u = {k: jnp.where(starting, init_u[k], v) if k in init_u else v for k, v in u.items()}
+        u = {k: jnp.where(starting, named[k], v) if k in named else v for k, v in u.items()}
         new = e_step(constrain(sites, u))
         previous, current = _objective(s.estep, config.use_priors), _objective(new, config.use_priors)
         change_small = jnp.abs(current - previous) <= config.tol * jnp.abs(previous)
         converged = (config.tol > 0) & ~starting & change_small
         history = s.history.at[s.iteration + 1].set(current)
         return _LoopState(u, new, s.iteration + 1, history, converged)
-
-    init_u = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
-    init_u = {k: init_u[k] for k in init}
 
     def run(key) -> EMResult:
         final = jax.lax.while_loop(cond, body, initial_state(key))
@@ -289,8 +227,5 @@ _log_likelihood_compiled = jax.jit(_log_likelihood, static_argnums=(0, 1))
 
 def log_likelihood(model, params: dict, *args, **kwargs):
     """log p(X | θ): the model's log evidence with its discrete latents summed out."""
-    sites = inspect_model(abstract_trace(model, args, kwargs))
-    _checks.check_params(params, sites)
-    static, dynamic = _arguments.split(args, kwargs)
-    params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}
+    static, dynamic, params = _checks.checked_call(model, params, args, kwargs)
     return _log_likelihood_compiled(model, static, dynamic, params)

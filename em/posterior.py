@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from em import _arguments, _checks, enumeration
 from em.partly_observed import UNOBSERVED
 from em.results import Posterior
-from em.sites import abstract_trace, inspect_model, model_trace
+from em.sites import inspect_model, model_trace
 
 
 def _marginal(weights, factor, latents, batch_shape):
@@ -50,8 +50,5 @@ def posterior(model, params: dict, *args, **kwargs) -> Posterior:
     responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
     value, datum by datum.
     """
-    sites = inspect_model(abstract_trace(model, args, kwargs))
-    _checks.check_params(params, sites)
-    static, dynamic = _arguments.split(args, kwargs)
-    params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}
+    static, dynamic, params = _checks.checked_call(model, params, args, kwargs)
     return _posterior_compiled(model, static, dynamic, params)

@@ -5,7 +5,6 @@ every joint value of the latents with numpy/scipy; EM must match them, never low
 its objective, and give the same iterates with and without sufficient statistics.
 """
 
-import itertools
 
 import jax
 import jax.numpy as jnp
