@@ -23,6 +23,9 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     touch .venv/.installed
 fi
 
+# Compiled XLA programs are kept on disk, so a second run skips most compilation.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PWD/.jax_cache}"
+
 command=${1:-}
 shift || true
 case "$command" in
