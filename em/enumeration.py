@@ -148,8 +148,14 @@ def _latents_innermost(log_prob, dim_to_name, latents):
     return log_prob, OrderedDict((i - len(order), name) for i, (_, name) in enumerate(order))
 
 
-def contract(layout, log_probs: dict):
-    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities."""
+def contract(layout, log_probs: dict, keep: str | None = None):
+    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities.
+
+    With ``keep``, the name of a plate, that plate is not multiplied out: the result
+    has one entry per index i of the plate, log Σ_Z Π_f f restricted to slice i
+    (pointwise log-likelihood; the entries sum to the log evidence when every latent
+    lies inside the plate).
+    """
     latents = frozenset(f.name for f in layout if f.enumerated)
     factors, plates = [], set()
     for factor in layout:
@@ -161,6 +167,6 @@ def contract(layout, log_probs: dict):
     with funsor.interpretations.lazy:
         lazy = funsor.sum_product.sum_product(
             funsor.ops.logaddexp, funsor.ops.add, factors,
-            eliminate=latents | plates, plates=plates,
+            eliminate=latents | (plates - {keep}), plates=plates,
         )
     return funsor.optimizer.apply_optimizer(lazy).data
