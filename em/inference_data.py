@@ -53,8 +53,8 @@ def build(posterior: dict, probs: dict, values: dict, loglik, attrs: dict, sampl
         log_likelihood={LOGLIK: np.asarray(loglik)},
         sample_stats=sample_stats,
         dims={LOGLIK: ["datum"]},
-        attrs=attrs,
     )
+    idata.posterior.attrs.update(attrs)
     latent = {
         name: az.dict_to_dataset(
             {name: np.asarray(p)},
@@ -68,7 +68,7 @@ def build(posterior: dict, probs: dict, values: dict, loglik, attrs: dict, sampl
     return idata
 
 
-def from_em(model, result: EMResult, *args, priors: bool = True, **kwargs) -> az.InferenceData:
+def to_inference_data(model, result: EMResult, *args, priors: bool = True, **kwargs) -> az.InferenceData:
     """An EM fit as InferenceData: θ̂, its standard errors, and the latents' posterior at θ̂.
 
     Args:

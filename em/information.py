@@ -51,13 +51,17 @@ class Laplace(NamedTuple):
     num_free: int
 
     def interval(self, prob: float = 0.94) -> tuple:
-        """(lower, upper) dicts of the Laplace interval θ̂ ± z SE, z the normal quantile."""
-        if not 0 < prob < 1:
-            raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}.")
-        z = norm.ppf(0.5 + prob / 2)
-        lower = {k: v - z * self.std_errors[k] for k, v in self.params.items()}
-        upper = {k: v + z * self.std_errors[k] for k, v in self.params.items()}
-        return lower, upper
+        """(lower, upper) dicts of the Laplace interval θ̂ ± z SE (see :func:`normal_interval`)."""
+        bounds = {k: normal_interval(v, self.std_errors[k], prob) for k, v in self.params.items()}
+        return {k: b[0] for k, b in bounds.items()}, {k: b[1] for k, b in bounds.items()}
+
+
+def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
+    """(lower, upper) = estimate ∓ z SE, z = Φ⁻¹(1/2 + prob/2): the central ``prob`` interval."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}.")
+    z = norm.ppf(0.5 + prob / 2)
+    return estimate - z * std_error, estimate + z * std_error
 
 
 def objective_function(model, args, kwargs, priors: bool):
