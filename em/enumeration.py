@@ -30,7 +30,7 @@ from numpyro.contrib.funsor import trace as packed_trace
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 from numpyro.handlers import substitute
 
-from em.sites import ModelSites
+from em.sites import ModelSites, inspect_model, model_trace
 
 funsor.set_backend("jax")
 
@@ -112,6 +112,14 @@ def data_factors(trace, sites: ModelSites):
     """``(layout, log_probs)`` of the sites of X and Z."""
     factors = layout(trace, sites)
     return factors, log_probs(trace, factors)
+
+
+def factors_at(model, params: dict, args, kwargs):
+    """``(sites, trace, layout, log_probs)``: the model at ``params``, latents enumerated,
+    with the layout and log-probabilities of its data factors."""
+    sites = inspect_model(model_trace(model, args, kwargs))
+    trace = enumerated_trace(model, sites, params, args, kwargs)
+    return (sites, trace) + data_factors(trace, sites)
 
 
 def log_prior(trace, sites: ModelSites):

@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.stats import norm
 
 from em import _checks, enumeration
-from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
+from em.sites import abstract_trace, constrain, inspect_model, unconstrain
 
 # An eigenvalue of the information at most this share of the largest counts as zero.
 SINGULAR_RTOL = 1e-10
@@ -66,11 +66,10 @@ def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
 
 def objective_function(model, args, kwargs, priors: bool):
     """``params -> log p(X | θ) (+ log p(θ))``, the latents summed out: what EM maximises."""
-    sites = inspect_model(model_trace(model, args, kwargs))
 
     def objective(params):
-        trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-        value = enumeration.contract(*enumeration.data_factors(trace, sites))
+        sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
+        value = enumeration.contract(layout, log_probs)
         return value + enumeration.log_prior(trace, sites) if priors else value
 
     return objective

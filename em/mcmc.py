@@ -13,7 +13,6 @@ the draws, and works with ``az.loo`` and ``az.waic``.
 the model's own initial value, and do not appear in the posterior group.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro.contrib.funsor import config_enumerate

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
-from em.sites import abstract_trace, inspect_model, model_trace
+from em.sites import abstract_trace, inspect_model
 
 
 def data_plate(layout) -> str | None:
@@ -39,10 +39,7 @@ def data_plate(layout) -> str | None:
 
 
 def _pointwise(model, arguments, dynamic, params):
-    args, kwargs = _arguments.join(arguments, dynamic)
-    sites = inspect_model(model_trace(model, args, kwargs))
-    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-    layout, log_probs = enumeration.data_factors(trace, sites)
+    _, _, layout, log_probs = enumeration.factors_at(model, params, *_arguments.join(arguments, dynamic))
     return jnp.reshape(enumeration.contract(layout, log_probs, keep=data_plate(layout)), (-1,))
 
 
