@@ -38,7 +38,9 @@ class Comparison(NamedTuple):
         ``mean``, ``sd``, ``hdi_lower``, ``hdi_upper``, ``r_hat``, ``ess_bulk``,
         ``se_over_sd``, ``outside_hdi``, ``se_mismatch``.
       latents: DataFrame, one row per discrete latent: ``mean_abs_diff`` and
-        ``max_abs_diff`` over the data whose latent is not recorded, and ``num_data``.
+        ``max_abs_diff`` of the probabilities over the data whose latent is uncertain
+        under either fit (a recorded latent is certain under both), and ``num_data``,
+        how many such data.
       model_selection: DataFrame with rows ``log_likelihood``, ``num_free``, ``aic``,
         ``bic`` (EM) and ``elpd_loo``, ``p_loo``, ``looic``, ``elpd_waic``,
         ``p_waic``, ``waic`` (NUTS; the ``*ic`` on the deviance scale, −2 elpd, like
@@ -117,7 +119,7 @@ def parameter_table(em: az.InferenceData, mcmc: az.InferenceData, hdi_prob: floa
 
 
 def latent_table(em: az.InferenceData, mcmc: az.InferenceData) -> pd.DataFrame:
-    """|p_EM(z | x, θ̂) − E_MCMC[p(z | x, θ)]| over the data whose latent is not recorded."""
+    """|p_EM(z | x, θ̂) − E_MCMC[p(z | x, θ)]| over the data whose latent either fit doubts."""
     rows = {}
     if "latent_posterior" not in em.groups() or "latent_posterior" not in mcmc.groups():
         return pd.DataFrame(columns=["mean_abs_diff", "max_abs_diff", "num_data"])

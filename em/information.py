@@ -108,13 +108,19 @@ def laplace(model, params: dict, *args, priors: bool = True, **kwargs) -> Laplac
     u_owner = _owners(unconstrain(sites, params))
     theta_owner = _owners(params)
 
-    eigenvalues, vectors = np.linalg.eigh(np.asarray(information))
-    bad = ~np.isfinite(eigenvalues) | (eigenvalues <= SINGULAR_RTOL * np.max(np.abs(eigenvalues), initial=0.0))
+    information = np.asarray(information)
+    if np.all(np.isfinite(information)):
+        eigenvalues, vectors = np.linalg.eigh(information)
+    else:  # no curvature to speak of: every direction fails
+        eigenvalues, vectors = np.full(information.shape[0], np.nan), np.eye(information.shape[0])
+    bad = ~np.isfinite(eigenvalues) | (eigenvalues <= SINGULAR_RTOL * np.nanmax(np.abs(eigenvalues), initial=0.0))
+    # Σ_u inverts the information on its positive directions (a pseudo-inverse).
     good_inverse = np.where(bad, 0.0, 1.0 / np.where(bad, 1.0, eigenvalues))
     sigma_u = (vectors * good_inverse) @ vectors.T
     covariance = np.asarray(jacobian) @ sigma_u @ np.asarray(jacobian).T
     std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     if np.any(bad):
+        # The sites a failing direction moves noticeably (unit eigenvectors: loadings > 0.1).
         loaded = np.any(np.abs(vectors[:, bad]) > 0.1, axis=1)
         names = sorted({u_owner[i] for i in np.flatnonzero(loaded)})
         std[np.isin(theta_owner, names)] = np.nan

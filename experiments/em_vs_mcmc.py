@@ -62,7 +62,8 @@ def problem(case: str):
     x = faithful.load()
     mean, sd = x.mean(0), x.std(0)
     description = (f"faithful: {len(x)} eruptions, 2-D Gaussian mixture (full covariance); columns standardised "
-                   f"(eruptions: mean {mean[0]:.3f}, sd {sd[0]:.3f} min; waiting: mean {mean[1]:.3f}, sd {sd[1]:.3f} min)")
+                   f"(eruptions: mean {mean[0]:.3f}, sd {sd[0]:.3f} min; "
+                   f"waiting: mean {mean[1]:.3f}, sd {sd[1]:.3f} min)")
     kwargs = dict(covariance="full", loc_mean=0.0, loc_scale=3.0, scale_scale=3.0)
     return gmm.multivariate, (jnp.asarray((x - mean) / sd), 2), kwargs, description
 
@@ -100,7 +101,8 @@ def print_case(result, args):
               f"[1/{c.sd_factor:g}, {c.sd_factor:g}]):")
         print(table[columns].to_string())
         print("\nr_hat: " + ", ".join(f"{k} {v:.3f}" for k, v in table["r_hat"].items()))
-        print("\nLatents: |EM responsibility - MCMC posterior membership probability| over the unrecorded data")
+        print("\nLatents: |EM responsibility - NUTS posterior membership| where either is uncertain "
+              "(recorded ones left out)")
         print(c.latents.to_string())
         print("\nModel selection (EM: k = unconstrained dimension; *ic on the deviance scale, -2 elpd):")
         print(c.model_selection.to_string())

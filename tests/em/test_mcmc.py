@@ -53,7 +53,8 @@ def test_obs_mask_latent_is_enumerated_and_recorded_rows_are_certain():
                       num_chains=1, init=fit.params)
     probs = run.latent_posterior["sex"].values  # (chain, draw, person, sex)
     assert probs.shape == (1, 40, len(HEIGHTS), 2)
-    np.testing.assert_array_equal(probs[:, :, RECORDED], np.broadcast_to(np.eye(2)[SEXES[RECORDED]], probs[:, :, RECORDED].shape))
+    recorded = probs[:, :, RECORDED]
+    np.testing.assert_array_equal(recorded, np.broadcast_to(np.eye(2)[SEXES[RECORDED]], recorded.shape))
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-12)
     # Each draw's pointwise log-likelihood sums to the log evidence at that draw.
     draw = {k: run.posterior[k].values[0, 0] for k in ("weights", "locs", "scales")}
