@@ -101,7 +101,7 @@ def parameter_table(em: az.InferenceData, mcmc: az.InferenceData, hdi_prob: floa
     rows = {}
     for name in names:
         estimate = em.posterior[name].values[0, 0]
-        se = em.standard_error[name].values
+        se = em.standard_error[name].values.reshape(estimate.shape)  # ArviZ stores a scalar as (1,)
         lower, upper = normal_interval(estimate, se, hdi_prob)
         for index in np.ndindex(estimate.shape):
             rows[_label(name, index)] = dict(

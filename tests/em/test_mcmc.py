@@ -41,6 +41,18 @@ def test_model_without_latents(normal_run):
     assert np.isfinite(loo["elpd_loo"]) and loo["n_data_points"] == n
 
 
+def test_comparison_without_latents(normal_run):
+    fit = em.fit(normal_mean, X, rng_key=jax.random.PRNGKey(0))
+    comparison = em.compare(normal_mean, fit, normal_run, X)
+    assert list(comparison.parameters.index) == ["mu"] and comparison.latents.empty
+    assert comparison.relabelled == 0 and comparison.aligned_sites == ()
+    row = comparison.parameters.loc["mu"]
+    # The posterior is exactly Normal(x̄ n / (n + 0.01), 1 / (n + 0.01)): Laplace is exact here.
+    np.testing.assert_allclose(row["se"], 1 / np.sqrt(X.shape[0] + 0.01), rtol=1e-10)
+    np.testing.assert_allclose(row["se_over_sd"], 1.0, rtol=0.15)
+    assert comparison.model_selection.loc["num_free", "value"] == 1
+
+
 def test_same_key_same_draws():
     run = lambda: em.run_nuts(normal_mean, X, rng_key=jax.random.PRNGKey(3), num_warmup=10, num_samples=5, num_chains=1)
     np.testing.assert_array_equal(run().posterior["mu"].values, run().posterior["mu"].values)
