@@ -15,9 +15,10 @@ For each: the table of EM estimate, SE and Laplace 94% interval against the post
 mean, sd, 94% HDI, r_hat and ESS after aligning the draws' labels to EM (flags: EM
 outside the HDI, SE/sd off by more than ``--sd-factor``); the agreement of the
 latents' posterior probabilities; log-likelihood, AIC and BIC (EM) next to LOO and
-WAIC (NUTS); the time each took. Figures (PNG) in ``--out``: a forest of every
-parameter on its posterior's scale with the EM estimate and Laplace interval marked,
-and the data with both fits overlaid.
+WAIC (NUTS); the time each took. Figures (PNG) in ``--out``: ArviZ's forest plot with
+the EM estimate and Laplace interval marked, the same on each parameter's posterior
+scale (so that sites of different units share one axis), and the data with both fits
+overlaid.
 
 Usage: python experiments/em_vs_mcmc.py [--warmup 500] [--samples 500] [--chains 2] [--out DIR]
 """
@@ -130,6 +131,32 @@ def _draws(idata, names, count, seed):
 
 
 def plot_forest(result, path):
+    """ArviZ's forest of the aligned draws (94% HDI), one panel per site, with the EM
+    estimate (x) and its Laplace interval (red, just below each HDI) marked."""
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    comparison = result["comparison"]
+    table = comparison.parameters
+    sites = list(dict.fromkeys(label.split("[")[0] for label in table.index))
+    heights = [1 + 0.4 * comparison.mcmc.posterior[site].values[0, 0].size for site in sites]
+    fig, axes = plt.subplots(len(sites), 1, figsize=(6, sum(heights)), gridspec_kw={"height_ratios": heights})
+    for ax, site in zip(np.atleast_1d(axes), sites):
+        az.plot_forest(comparison.mcmc, var_names=[site], combined=True, hdi_prob=comparison.hdi_prob, ax=ax)
+        for y, tick in zip(ax.get_yticks(), ax.get_yticklabels()):
+            label = tick.get_text() if tick.get_text().startswith(site) else site + tick.get_text()
+            if label in table.index:
+                row = table.loc[label]
+                ax.hlines(y - 0.6, row["laplace_lower"], row["laplace_upper"], color="tab:red", lw=1.5)
+                ax.plot(row["em"], y - 0.6, "x", color="tab:red")
+        ax.set_title(site if ax is not np.atleast_1d(axes)[0] else
+                     f"{result['case']}: NUTS {100 * comparison.hdi_prob:.0f}% HDI (ArviZ), EM ± Laplace (red)\n{site}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_standardised_forest(result, path):
     """Every parameter on its posterior's scale, (value − posterior mean) / posterior sd: the
     HDI (NUTS) and the Laplace interval (EM) side by side, whatever the parameter's units."""
     import matplotlib.pyplot as plt
@@ -206,6 +233,7 @@ def save_figures(results, out: Path):
     data_plots = {"heights": plot_heights, "faithful": plot_faithful}
     for result in results:
         plot_forest(result, out / f"{result['case']}_forest.png")
+        plot_standardised_forest(result, out / f"{result['case']}_forest_standardised.png")
         data_plots[result["case"]](result, out / f"{result['case']}_fits.png")
     print(f"\nFigures: {', '.join(sorted(p.name for p in out.glob('*.png')))} in {out}")
 

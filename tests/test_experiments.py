@@ -29,7 +29,8 @@ def test_em_vs_mcmc(tmp_path):
         ["--warmup", "20", "--samples", "10", "--chains", "1", "--restarts", "1", "--out", str(tmp_path)]
     ))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "faithful_fits.png", "faithful_forest.png", "heights_fits.png", "heights_forest.png",
+        "faithful_fits.png", "faithful_forest.png", "faithful_forest_standardised.png",
+        "heights_fits.png", "heights_forest.png", "heights_forest_standardised.png",
     ]
     heights_case, faithful_case = (r["comparison"] for r in results)
     # Free parameters: 1 weight + 2 means + 2 sds; 1 weight + 2x2 means + 2x2 sds + 2 correlations.
