@@ -25,7 +25,6 @@ from em.posterior import posterior_function
 from em.results import EMResult
 
 LOGLIK = "loglik"  # the variable of the log_likelihood group
-DRAW_BATCH = 100  # draws evaluated at once (vmapped) by per_draw
 
 
 def per_draw(model, draws: dict, args, kwargs):
@@ -41,9 +40,10 @@ def per_draw(model, draws: dict, args, kwargs):
     """
     posterior_at = posterior_function(model, args, kwargs)
     pointwise_at = pointwise_function(model, args, kwargs)
-    # Batches of draws bound the memory (batch × data × values) on large data sets.
-    both = jax.jit(lambda d: jax.lax.map(lambda theta: (posterior_at(theta), pointwise_at(theta)), d,
-                                         batch_size=DRAW_BATCH))
+    # One vmap over every draw (memory: draws × data × values). Not lax.map in batches:
+    # with jaxlib 0.10 on 2 CPU cores, batched LAPACK calls (the Cholesky factors of a
+    # full-covariance mixture) inside lax.map's scan deadlocked in ParallelBatchMap.
+    both = jax.jit(jax.vmap(lambda theta: (posterior_at(theta), pointwise_at(theta))))
     posteriors, loglik = both(draws)
     values = {k: np.asarray(v[0]) for k, v in posteriors.values.items()}
     return {k: np.asarray(v) for k, v in posteriors.probs.items()}, values, np.asarray(loglik)
