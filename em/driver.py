@@ -215,10 +215,7 @@ def fit(
 
 
 def _log_likelihood(model, arguments, dynamic, params):
-    args, kwargs = _arguments.join(arguments, dynamic)
-    sites = inspect_model(model_trace(model, args, kwargs))
-    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
-    layout, log_probs = enumeration.data_factors(trace, sites)
+    _, _, layout, log_probs = enumeration.factors_at(model, params, *_arguments.join(arguments, dynamic))
     return enumeration.contract(layout, log_probs)
 
 

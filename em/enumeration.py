@@ -30,7 +30,7 @@ from numpyro.handlers import substitute
 
 from em import partly_observed
 from em.masking import unwrap
-from em.sites import ModelSites
+from em.sites import ModelSites, inspect_model, model_trace
 
 funsor.set_backend("jax")
 
@@ -111,6 +111,14 @@ def data_factors(trace, sites: ModelSites):
     return factors, log_probs(trace, factors)
 
 
+def factors_at(model, params: dict, args, kwargs):
+    """``(sites, trace, layout, log_probs)``: the model at ``params``, latents enumerated,
+    with the layout and log-probabilities of its data factors."""
+    sites = inspect_model(model_trace(model, args, kwargs))
+    trace = enumerated_trace(model, sites, params, args, kwargs)
+    return (sites, trace) + data_factors(trace, sites)
+
+
 def log_prior(trace, sites: ModelSites):
     """Σ log p(θ) over the sample sites of θ (no Jacobian: the model's own density)."""
     return sum(
@@ -145,8 +153,14 @@ def _latents_innermost(log_prob, dim_to_name, latents):
     return log_prob, OrderedDict((i - len(order), name) for i, (_, name) in enumerate(order))
 
 
-def contract(layout, log_probs: dict):
-    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities."""
+def contract(layout, log_probs: dict, keep: str | None = None):
+    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities.
+
+    With ``keep``, the name of a plate, that plate is not multiplied out: the result
+    has one entry per index i of the plate, log Σ_Z Π_f f restricted to slice i
+    (pointwise log-likelihood; the entries sum to the log evidence when every latent
+    lies inside the plate).
+    """
     latents = frozenset(f.name for f in layout if f.enumerated)
     factors, plates = [], set()
     for factor in layout:
@@ -158,6 +172,6 @@ def contract(layout, log_probs: dict):
     with funsor.interpretations.lazy:
         lazy = funsor.sum_product.sum_product(
             funsor.ops.logaddexp, funsor.ops.add, factors,
-            eliminate=latents | plates, plates=plates,
+            eliminate=latents | (plates - {keep}), plates=plates,
         )
     return funsor.optimizer.apply_optimizer(lazy).data

@@ -1,5 +1,7 @@
 """p(Z | X, θ) for each discrete latent site, by name, as a user reads it."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -41,6 +43,13 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
 
 
 _posterior_compiled = jax.jit(_posterior, static_argnums=(0, 1))
+
+
+def posterior_function(model, args, kwargs):
+    """``params -> Posterior`` for the given data: a pure function to ``jit`` or ``vmap``
+    over many values of θ (posterior draws, say)."""
+    static, dynamic = _arguments.split(args, kwargs)
+    return partial(_posterior, model, static, dynamic)
 
 
 def posterior(model, params: dict, *args, **kwargs) -> Posterior:

@@ -7,6 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
+import em_vs_mcmc  # noqa: E402  (experiments/em_vs_mcmc.py)
 import heights  # noqa: E402  (experiments/heights.py)
 
 
@@ -21,3 +22,21 @@ def test_heights_main_job(tmp_path):
     h, s = heights.heights_model.load_adults()
     np.testing.assert_allclose(rows["all recorded"]["params"]["locs"], [h[s == 0].mean(), h[s == 1].mean()], atol=0.05)
     assert sweep["accuracy"].shape == (3, 1)
+
+
+def test_em_vs_mcmc(tmp_path):
+    results = em_vs_mcmc.main(em_vs_mcmc.parse_args(
+        ["--warmup", "20", "--samples", "10", "--chains", "1", "--restarts", "1", "--out", str(tmp_path)]
+    ))
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "faithful_fits.png", "faithful_forest.png", "faithful_forest_standardised.png",
+        "heights_fits.png", "heights_forest.png", "heights_forest_standardised.png",
+    ]
+    heights_case, faithful_case = (r["comparison"] for r in results)
+    # Free parameters: 1 weight + 2 means + 2 sds; 1 weight + 2x2 means + 2x2 sds + 2 correlations.
+    assert heights_case.model_selection.loc["num_free", "value"] == 5
+    assert faithful_case.model_selection.loc["num_free", "value"] == 11
+    # The Cholesky factors' fixed elements (zeros, leading ones) are left out: 14 free elements shown.
+    assert len(faithful_case.parameters) == 14 and "corr_tril[0, 0, 0]" not in faithful_case.parameters.index
+    assert faithful_case.latents.loc["z", "num_data"] == 272
+    assert heights_case.latents.loc["sex", "num_data"] == 176  # the hidden half only
