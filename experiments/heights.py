@@ -10,9 +10,10 @@ the truth. Three fits side by side: every label kept (complete data, the referen
 every second label hidden (the default), and every label hidden (a plain mixture: its
 components are named by their means, the shorter one female). A sweep over the share
 hidden (random subsets, several repeats) shows how recovery and the
-estimates degrade as labels go missing.
+estimates degrade as labels go missing. It ends with the default fit against NUTS on
+the same model (standard errors, HDIs, r_hat; see experiments/em_vs_mcmc.py).
 
-Usage: python experiments/heights.py [--repeats 5] [--restarts 4] [--seed 0] [--out DIR]
+Usage: python experiments/heights.py [--repeats 5] [--restarts 4] [--seed 0] [--out DIR] [--no-mcmc]
 """
 
 import argparse
@@ -36,6 +37,10 @@ def parse_args(argv=None):
     parser.add_argument("--restarts", type=int, default=4, help="EM restarts per fit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output" / "heights")
+    parser.add_argument("--warmup", type=int, default=500, help="NUTS warm-up per chain, for the comparison")
+    parser.add_argument("--samples", type=int, default=500, help="NUTS draws per chain, for the comparison")
+    parser.add_argument("--chains", type=int, default=2, help="NUTS chains (run one after another)")
+    parser.add_argument("--no-mcmc", action="store_true", help="skip the comparison with NUTS")
     parser.add_argument("--no-figures", action="store_true")
     return parser.parse_args(argv)
 
@@ -66,10 +71,11 @@ def headline_fits(height, sex, args):
     hidden_half = ~scenarios["every 2nd hidden"]
     rows = {}
     for i, (name, recorded) in enumerate(scenarios.items()):
+        start = time.perf_counter()
         fit, params, imputed = fit_and_impute(height, sex, recorded, jax.random.PRNGKey(args.seed + i), args.restarts)
         correct = imputed == np.asarray(sex)
         rows[name] = dict(
-            fit=fit, params=params, imputed=imputed,
+            fit=fit, params=params, imputed=imputed, recorded=recorded, seconds=time.perf_counter() - start,
             hidden_half=float(correct[np.asarray(hidden_half)].mean()), everyone=float(correct.mean()),
         )
     return rows, np.asarray(hidden_half)
@@ -139,6 +145,23 @@ def print_sweep(result):
               f"{int(result['converged'][i].sum()):>8d}/{len(acc)}")
     print("'complete-data fit': the same hidden rows imputed by the fit that saw every label (the best one can do\n"
           "from heights with these two normal densities).")
+
+
+def compare_with_nuts(height, sex, row, args):
+    """The every-second-hidden fit against NUTS on the same model and data, through ArviZ
+    (the table of experiments/em_vs_mcmc.py)."""
+    from em_vs_mcmc import print_case  # experiments/ is on the path of its own scripts
+
+    start = time.perf_counter()
+    model_args = (height, sex, row["recorded"])
+    mcmc = em.run_nuts(heights_model.heights, *model_args, rng_key=jax.random.PRNGKey(args.seed + 200),
+                       num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, init=row["fit"].params)
+    nuts_seconds = time.perf_counter() - start
+    comparison = em.compare(heights_model.heights, row["fit"], mcmc, *model_args)
+    description = "the main job's fit (every second sex hidden) against NUTS; EM's time excludes compilation, done by the first fit"
+    print_case(dict(description=description, fit=row["fit"],
+                    comparison=comparison, em_seconds=row["seconds"], nuts_seconds=nuts_seconds), args)
+    return comparison
 
 
 def save_figures(height, sex, rows, hidden_half, result, out: Path):
@@ -216,8 +239,9 @@ def main(args):
     print_sweep(result)
     if not args.no_figures:
         save_figures(height, sex, rows, hidden_half, result, args.out)
+    comparison = None if args.no_mcmc else compare_with_nuts(height, sex, rows["every 2nd hidden"], args)
     print(f"\nDone in {time.perf_counter() - start:.1f} s.")
-    return rows, result
+    return rows, result, comparison
 
 
 if __name__ == "__main__":

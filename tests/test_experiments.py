@@ -12,7 +12,10 @@ import heights  # noqa: E402  (experiments/heights.py)
 
 
 def test_heights_main_job(tmp_path):
-    rows, sweep = heights.main(heights.parse_args(["--repeats", "1", "--shares", "3", "--restarts", "2", "--out", str(tmp_path)]))
+    rows, sweep, comparison = heights.main(heights.parse_args([
+        "--repeats", "1", "--shares", "3", "--restarts", "2", "--warmup", "20", "--samples", "10", "--chains", "1",
+        "--out", str(tmp_path),
+    ]))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["accuracy_vs_hidden.png", "densities.png", "imputed.png"]
     # With every second sex hidden, EM's imputation from heights is as good as the
     # complete-data fit's on the same rows, to within a few people (of 176).
@@ -22,6 +25,9 @@ def test_heights_main_job(tmp_path):
     h, s = heights.heights_model.load_adults()
     np.testing.assert_allclose(rows["all recorded"]["params"]["locs"], [h[s == 0].mean(), h[s == 1].mean()], atol=0.05)
     assert sweep["accuracy"].shape == (3, 1)
+    # The main job ends with its fit against NUTS: every parameter element in the table,
+    # the hidden half (176 people) in the latent agreement.
+    assert len(comparison.parameters) == 6 and comparison.latents.loc["sex", "num_data"] == 176
 
 
 def test_em_vs_mcmc(tmp_path):
