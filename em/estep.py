@@ -99,17 +99,17 @@ def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
     return jnp.reshape(total, shape + list(total.shape[len(kept):]))
 
 
-def _centred_statistics(site, family: Family, mask):
+def _centred_statistics(site, family: Family):
     """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
-    d, _ = unwrap(site["fn"])
+    d, mask = unwrap(site["fn"])
     value = site["value"]
+    valid = jnp.reshape(jnp.asarray(mask), jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:
-        batch_ndim = jnp.ndim(value) - d.event_dim
-        valid = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), jnp.shape(value))
-        axes = tuple(range(batch_ndim))
-        shift = jnp.sum(jnp.where(valid, value, 0.0), axes) / jnp.maximum(jnp.sum(valid, axes), 1)
-    return family.statistics(jnp.where(jnp.asarray(mask).reshape(jnp.shape(mask) + (1,) * d.event_dim), value - shift, 0.0)), shift
+        axes = tuple(range(jnp.ndim(value) - d.event_dim))
+        counted = jnp.broadcast_to(valid, jnp.shape(value))
+        shift = jnp.sum(jnp.where(counted, value, 0.0), axes) / jnp.maximum(jnp.sum(counted, axes), 1)
+    return family.statistics(jnp.where(valid, value - shift, 0.0)), shift
 
 
 def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
@@ -173,7 +173,7 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
 def statistics_of(trace, layout, plans: dict) -> dict:
     """T(x - shift) and the shift of every site summarised by sufficient statistics."""
     return {
-        f.name: _centred_statistics(trace[f.name], plans[f.name].family, unwrap(trace[f.name]["fn"])[1])
+        f.name: _centred_statistics(trace[f.name], plans[f.name].family)
         for f in _with_theta(layout) if plans[f.name].family is not None
     }
 

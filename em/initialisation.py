@@ -10,11 +10,12 @@ from em.sites import ModelSites
 def _anchor_scales(key, layout, log_probs, num_anchors: int) -> dict:
     """Per plate of the data, a random weight per cell: 1 on ``num_anchors`` random cells
     (the anchors), the others sharing a total weight of ``num_anchors``."""
+    latents = {f.name for f in layout if f.enumerated}
     sizes = {}
     for factor in layout:
         shape = jnp.shape(log_probs[factor.name])
         for dim, name in factor.dim_to_name.items():
-            if name not in {f.name for f in layout if f.enumerated}:
+            if name not in latents:
                 sizes[name] = (dim, shape[len(shape) + dim])
     scales = {}
     for (name, (dim, size)), k in zip(sorted(sizes.items()), jax.random.split(key, max(len(sizes), 1))):
