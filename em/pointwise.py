@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
-from em.sites import abstract_trace, inspect_model
 
 
 def data_plate(layout) -> str | None:
@@ -66,8 +65,5 @@ def pointwise_log_likelihood(model, params: dict, *args, **kwargs) -> jax.Array:
       observed site; shape (1,) (the whole data) when there is no such plate or a
       latent lies outside it. The entries sum to :func:`em.log_likelihood`.
     """
-    sites = inspect_model(abstract_trace(model, args, kwargs))
-    _checks.check_params(params, sites)
-    static, dynamic = _arguments.split(args, kwargs)
-    params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}
+    static, dynamic, params = _checks.checked_call(model, params, args, kwargs)
     return _pointwise_compiled(model, static, dynamic, params)
