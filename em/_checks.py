@@ -27,8 +27,10 @@ def check_observed(trace, sites: ModelSites):
     """Observed values must be finite where they count (masked-out entries may be NaN)."""
     for name in sites.observed:
         site = trace[name]
+        if not is_concrete(site["value"]):  # computed inside the model (a scan): not checkable here
+            continue
         _, mask = unwrap(site["fn"])
-        if not is_concrete(site["value"], mask):  # computed inside the model: not checkable here
+        if not is_concrete(mask):
             continue
         value = np.asarray(site["value"])
         event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from em import _arguments, _checks, enumeration, estep, initialisation, mstep
+from em import _arguments, _checks, enumeration, estep, initialisation, mstep, scans
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -55,8 +55,10 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
     args, kwargs = _arguments.join(config.arguments, dynamic)
     model = config.model
     sites = inspect_model(model_trace(model, args, kwargs))
-    e_step = partial(estep.e_step, model, sites, args=args, kwargs=kwargs, use_statistics=config.use_statistics)
-    q = estep.q_function(model, sites, args, kwargs, config.use_statistics, config.use_priors)
+    start = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
+    trace_at = scans.tracer(model, sites, args, kwargs, constrain(sites, start))
+    e_step = partial(estep.e_step, trace_at, sites, use_statistics=config.use_statistics)
+    q = estep.q_function(trace_at, sites, config.use_statistics, config.use_priors)
 
     def m_step(u, summaries):
         return mstep.maximise(
@@ -64,7 +66,6 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
             optimizer=config.optimizer, max_steps=config.m_step_max_steps, tol=config.m_step_tol,
         )
 
-    start = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
     named = {k: start[k] for k in init}
 
     def initial_state(key) -> _LoopState:
@@ -77,7 +78,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
         # A random start is iteration -1 of the loop: its M-step (the loop's own, so it
         # is compiled once) reads random posterior weights instead of an E-step's.
         params = constrain(sites, u)
-        summaries = initialisation.random_summaries(key, model, sites, params, args, kwargs, config.use_statistics)
+        summaries = initialisation.random_summaries(key, trace_at, sites, params, config.use_statistics)
         template = jax.eval_shape(e_step, params)
         placeholder = estep.EStep(
             jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries

@@ -29,6 +29,7 @@ from numpyro.contrib.funsor import trace as packed_trace
 from numpyro.handlers import substitute
 
 from em import partly_observed
+from em.chain import PREVIOUS_PREFIX, Chain, aligned, chain_of, log_normaliser, max_log_normaliser
 from em.masking import unwrap
 from em.sites import ModelSites, inspect_model, model_trace
 
@@ -47,7 +48,7 @@ class Factor(NamedTuple):
 def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
     """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel."""
     enumerated = enum(
-        config_enumerate(partly_observed.EnumerateEveryRow(model)), first_available_dim=sites.first_available_dim
+        config_enumerate(partly_observed.PartlyObserved(model)), first_available_dim=sites.first_available_dim
     )
     with plate_to_enum_plate():
         return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
@@ -78,20 +79,28 @@ def site_log_prob(site, enumerated: bool, base_log_prob=None):
     return log_prob
 
 
+def _outside_chain(name: str) -> str:
+    """A site's name in a plain trace: a scan's first step is ``_PREV_<name>``."""
+    while name.startswith(PREVIOUS_PREFIX):
+        name = name[len(PREVIOUS_PREFIX):]
+    return name
+
+
+def _data_sites(trace, sites: ModelSites) -> list:
+    """The enumerated trace's sites of X and Z, a scan's first step included."""
+    data = set(sites.latents + sites.observed)
+    return [n for n, s in trace.items() if s["type"] == "sample" and _outside_chain(n) in data]
+
+
 def layout(trace, sites: ModelSites) -> tuple:
     """A :class:`Factor` for each site of X and Z (prior sites of θ do not involve Z)."""
     factors = []
-    for name in sites.latents + sites.observed:
+    for name in _data_sites(trace, sites):
         dim_to_name = trace[name]["infer"]["dim_to_name"]
-        if any(n.startswith("_time") for n in dim_to_name.values()):
-            raise NotImplementedError(
-                f"Site '{name}' is inside a Markov chain (scan/markov); em.fit does "
-                "not contract chains yet."
-            )
         hidden = partly_observed.hidden_half_of(name, trace)
         if hidden is not None:
             dim_to_name = trace[hidden]["infer"]["dim_to_name"]
-        factors.append(Factor(name, dim_to_name, name in sites.latents, hidden))
+        factors.append(Factor(name, dim_to_name, _outside_chain(name) in sites.latents, hidden))
     return tuple(factors)
 
 
@@ -153,15 +162,9 @@ def _latents_innermost(log_prob, dim_to_name, latents):
     return log_prob, OrderedDict((i - len(order), name) for i, (_, name) in enumerate(order))
 
 
-def contract(layout, log_probs: dict, keep: str | None = None):
-    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities.
-
-    With ``keep``, the name of a plate, that plate is not multiplied out: the result
-    has one entry per index i of the plate, log Σ_Z Π_f f restricted to slice i
-    (pointwise log-likelihood; the entries sum to the log evidence when every latent
-    lies inside the plate).
-    """
-    latents = frozenset(f.name for f in layout if f.enumerated)
+def _funsor_contract(layout, log_probs: dict, latents, keep: frozenset, maximise: bool):
+    """Σ_Z (or max_Z) Π_f f over ``layout``'s latents and plates, but for the names in
+    ``keep``: a funsor whose inputs are the kept names."""
     factors, plates = [], set()
     for factor in layout:
         log_prob = _sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name)
@@ -169,9 +172,53 @@ def contract(layout, log_probs: dict, keep: str | None = None):
         factors.append(funsor.to_funsor(log_prob, output=funsor.Real, dim_to_name=dim_to_name))
         plates |= set(factor.dim_to_name.values()) - latents
     plates = frozenset(plates)
+    sum_op = funsor.ops.max if maximise else funsor.ops.logaddexp
     with funsor.interpretations.lazy:
         lazy = funsor.sum_product.sum_product(
-            funsor.ops.logaddexp, funsor.ops.add, factors,
-            eliminate=latents | (plates - {keep}), plates=plates,
+            sum_op, funsor.ops.add, factors, eliminate=(latents | plates) - keep, plates=plates,
         )
-    return funsor.optimizer.apply_optimizer(lazy).data
+    return funsor.optimizer.apply_optimizer(lazy)
+
+
+def _contract_chain(chain: Chain, layout, log_probs: dict, latents, keep: str | None, maximise: bool):
+    """The log evidence of a model with a Markov chain: the first step's factors (and any
+    outside the chain) by funsor, down to a message over the first state; the chain's
+    steps by :mod:`em.chain`."""
+    stepped = [f for f in layout if chain.time in f.dim_to_name.values()]
+    before = [f for f in layout if chain.time not in f.dim_to_name.values()]
+    message = _funsor_contract(before, log_probs, latents, frozenset(chain.plates + (chain.previous,)), maximise)
+    names = chain.plates + (chain.previous,)
+    initial = aligned(message.data, OrderedDict((i - len(message.inputs), n) for i, n in enumerate(message.inputs)), names)
+    step_names = (chain.time,) + chain.plates + (chain.previous, chain.state)
+    pair, unary = [], []
+    for factor in stepped:
+        log_prob = aligned(_sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name), factor.dim_to_name, step_names)
+        (pair if chain.previous in factor.dim_to_name.values() else unary).append(log_prob)
+    num_steps = max(jnp.shape(lp)[0] for lp in pair + unary)
+    pair = sum(pair, start=jnp.zeros((1,) * len(step_names)))
+    unary = sum(unary, start=jnp.zeros((num_steps,) + (1,) * (len(step_names) - 1)))
+    normaliser = max_log_normaliser if maximise else log_normaliser
+    per_chain = normaliser(initial, pair, jnp.squeeze(unary, -2))
+    if keep is None:
+        return jnp.sum(per_chain)
+    if keep not in chain.plates:
+        raise NotImplementedError(f"Pointwise terms along '{keep}': a Markov chain's model keeps only its plates {chain.plates}.")
+    axis = chain.plates.index(keep)
+    return jnp.sum(per_chain, axis=tuple(a for a in range(len(chain.plates)) if a != axis))
+
+
+def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = False):
+    """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities.
+
+    With ``keep``, the name of a plate, that plate is not multiplied out: the result
+    has one entry per index i of the plate, log Σ_Z Π_f f restricted to slice i
+    (pointwise log-likelihood; the entries sum to the log evidence when every latent
+    lies inside the plate). With ``maximise``, max_Z instead of Σ_Z (its gradient is
+    one on the most probable assignment's cells).
+    """
+    latents = frozenset(f.name for f in layout if f.enumerated)
+    chain = chain_of(layout)
+    if chain is not None:
+        return _contract_chain(chain, layout, log_probs, latents, keep, maximise)
+    kept = frozenset() if keep is None else frozenset({keep})
+    return _funsor_contract(layout, log_probs, latents, kept, maximise).data

@@ -103,7 +103,11 @@ def _centred_statistics(site, family: Family):
     """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
     d, mask = unwrap(site["fn"])
     value = site["value"]
-    valid = jnp.reshape(jnp.asarray(mask), jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
+    # A mask broadcast along the latents (NumPyro's scan does that) counts where any cell does.
+    mask = jnp.asarray(mask)
+    value_batch = _padded(jnp.shape(value)[: jnp.ndim(value) - d.event_dim], mask.ndim)
+    mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
+    valid = jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:
         axes = tuple(range(jnp.ndim(value) - d.event_dim))
@@ -178,9 +182,12 @@ def statistics_of(trace, layout, plans: dict) -> dict:
     }
 
 
-def e_step(model, sites: ModelSites, params: dict, args, kwargs, use_statistics: bool) -> EStep:
-    """log p(X | θ) and the summaries of p(Z | X, θ) that Q(· | θ) needs."""
-    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
+def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool) -> EStep:
+    """log p(X | θ) and the summaries of p(Z | X, θ) that Q(· | θ) needs.
+
+    ``trace_at(params)`` is the model's enumerated trace (:func:`em.scans.tracer`).
+    """
+    trace = trace_at(params)
     layout = enumeration.layout(trace, sites)
     plans = plan(trace, layout, use_statistics)
     statistics = statistics_of(trace, layout, plans)
@@ -191,11 +198,11 @@ def e_step(model, sites: ModelSites, params: dict, args, kwargs, use_statistics:
     return EStep(log_likelihood, enumeration.log_prior(trace, sites), summaries)
 
 
-def q_function(model, sites: ModelSites, args, kwargs, use_statistics: bool, use_priors: bool):
+def q_function(trace_at, sites: ModelSites, use_statistics: bool, use_priors: bool):
     """θ ↦ Q(θ | θ_t) given the summaries of the E-step at θ_t."""
 
     def q(params: dict, summaries: dict):
-        trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
+        trace = trace_at(params)
         layout = enumeration.layout(trace, sites)
         value = expected_log_joint(trace, layout, plan(trace, layout, use_statistics), summaries)
         return value + enumeration.log_prior(trace, sites) if use_priors else value

@@ -27,7 +27,7 @@ def _anchor_scales(key, layout, log_probs, num_anchors: int) -> dict:
     return scales
 
 
-def random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_statistics):
+def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):
     """E-step summaries for a random start, generic in the model.
 
     The latents get random posterior weights: every enumerated factor's possible cells
@@ -40,7 +40,7 @@ def random_summaries(key, model, sites: ModelSites, params, args, kwargs, use_st
     weigh as much as the anchors. Each component starts near a few random data
     points, on a broad background that keeps its scale from collapsing.
     """
-    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
+    trace = trace_at(params)
     layout, log_probs = enumeration.data_factors(trace, sites)
     noise_key, anchor_key = jax.random.split(key)
     keys = jax.random.split(noise_key, len(layout))

@@ -1,4 +1,5 @@
-"""Discrete sites observed for some data only (``obs_mask``): latents plus evidence.
+"""Sites observed for some data only (``obs_mask``): discrete ones become latents
+plus evidence; continuous ones lose their missing entries.
 
 NumPyro splits ``sample(name, fn, obs=y, obs_mask=m)`` into ``<name>_observed``
 (masked to the recorded rows), ``<name>_unobserved`` (masked to the others; a latent,
@@ -15,6 +16,9 @@ model downstream sees its enumerated value, and ``<name>_observed`` becomes the 
 1[z = y] on the recorded rows (log 0 or log 1, no θ in it). Summed over z, a recorded
 row gives p(y | θ) p(x | y, θ) and a hidden row Σ_z p(z | θ) p(x | z, θ): exactly
 log p(X, recorded labels | θ).
+
+A continuous site's missing entries (``<name>_unobserved``, otherwise a continuous
+latent per datum) are dropped: see :class:`PartlyObserved`.
 """
 
 import jax.numpy as jnp
@@ -34,24 +38,51 @@ def _is_hidden_half(msg) -> bool:
     )
 
 
-class EnumerateEveryRow(Messenger):
+def _is_recorded_half(msg) -> bool:
+    return msg["type"] == "sample" and msg["name"].endswith(OBSERVED) and msg["is_observed"]
+
+
+def _is_missing_half(msg) -> bool:
+    return (
+        msg["type"] == "sample"
+        and msg["name"].endswith(UNOBSERVED)
+        and not msg["is_observed"]
+        and not msg["fn"].support.is_discrete
+    )
+
+
+class PartlyObserved(Messenger):
     """Unmask the hidden half of each discrete ``obs_mask`` site, and give the model its
-    value (enumerated over every row) where NumPyro would merge the two halves."""
+    value (enumerated over every row) where NumPyro would merge the two halves; drop
+    the missing entries of each continuous ``obs_mask`` site. Also inside ``scan``.
+
+    A continuous site's missing half becomes an observed site masked out everywhere
+    (a placeholder value in its support): missing entries add nothing, which is exact
+    when nothing downstream uses them (an emission, not an autoregression's input).
+    """
 
     def __init__(self, fn=None):
-        self._hidden_values = {}
+        self._hidden = {}  # the hidden halves' messages, by the name seen here
+        self._recorded_masks = {}  # the recorded halves' masks, by the name seen here
         super().__init__(fn)
 
     def process_message(self, msg):
-        if _is_hidden_half(msg):
-            base, _ = unwrap(msg["fn"])
-            msg["fn"] = base.expand(msg["fn"].batch_shape)
-        elif msg["type"] == "deterministic" and msg["name"] + UNOBSERVED in self._hidden_values:
-            msg["value"] = self._hidden_values[msg["name"] + UNOBSERVED]
-
-    def postprocess_message(self, msg):
-        if _is_hidden_half(msg):
-            self._hidden_values[msg["name"]] = msg["value"]
+        if msg["type"] == "control_flow":  # a scan: its steps run under their own handlers
+            msg["args"] = (PartlyObserved(msg["args"][0]),) + tuple(msg["args"][1:])
+        elif _is_recorded_half(msg):
+            self._recorded_masks[msg["name"]] = unwrap(msg["fn"])[1]
+        elif _is_hidden_half(msg):
+            # Masks other than obs_mask (padding, say) stay: the two halves' masks together.
+            base, hidden_rows = unwrap(msg["fn"])
+            recorded_rows = self._recorded_masks.get(msg["name"][: -len(UNOBSERVED)] + OBSERVED, False)
+            msg["fn"] = base.expand(msg["fn"].batch_shape).mask(jnp.logical_or(hidden_rows, recorded_rows))
+            self._hidden[msg["name"]] = msg
+        elif _is_missing_half(msg):
+            msg["is_observed"] = True
+            msg["value"] = msg["fn"].support.feasible_like(jnp.zeros(msg["fn"].shape()))
+            msg["fn"] = msg["fn"].mask(False)
+        elif msg["type"] == "deterministic" and msg["name"] + UNOBSERVED in self._hidden:
+            msg["value"] = self._hidden[msg["name"] + UNOBSERVED]["value"]
 
 
 def hidden_half_of(observed_name: str, trace) -> str | None:

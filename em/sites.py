@@ -21,6 +21,8 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
+from em.partly_observed import PartlyObserved
+
 
 class ParamSite(NamedTuple):
     """A site of θ: its constraint and the value it starts from by default."""
@@ -55,8 +57,11 @@ def _plates(site) -> frozenset:
 
 
 def model_trace(model, args, kwargs):
-    """One plain trace of the model; unobserved sites draw from a fixed seed."""
-    return handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*args, **kwargs)
+    """One plain trace of the model; unobserved sites draw from a fixed seed.
+
+    Partly observed sites appear as EM sees them (:mod:`em.partly_observed`).
+    """
+    return handlers.trace(handlers.seed(PartlyObserved(model), rng_seed=0)).get_trace(*args, **kwargs)
 
 
 def abstract_trace(model, args, kwargs):

@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import em
-from em import estep
+from em import estep, scans
 from em.sites import abstract_trace, inspect_model
 from models import coins, gmm, heights, linkage
 from tests.helpers import two_clusters
@@ -92,8 +92,9 @@ def test_q_from_sufficient_statistics_equals_q_from_data(case):
     theta_t, theta = random_params(0), random_params(1)
     values = []
     for use_statistics in (True, False):
-        e = estep.e_step(model, sites, theta_t, args, kwargs, use_statistics)
-        q = estep.q_function(model, sites, args, kwargs, use_statistics, True)
+        trace_at = scans.tracer(model, sites, args, kwargs, theta_t)
+        e = estep.e_step(trace_at, sites, theta_t, use_statistics)
+        q = estep.q_function(trace_at, sites, use_statistics, True)
         values.append(jax.value_and_grad(q)(theta, e.summaries))
     (fast, fast_grad), (generic, generic_grad) = values
     np.testing.assert_allclose(fast, generic, rtol=1e-10)
