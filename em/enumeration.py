@@ -79,7 +79,7 @@ def site_log_prob(site, enumerated: bool, base_log_prob=None):
     return log_prob
 
 
-def _outside_chain(name: str) -> str:
+def outside_chain(name: str) -> str:
     """A site's name in a plain trace: a scan's first step is ``_PREV_<name>``."""
     while name.startswith(PREVIOUS_PREFIX):
         name = name[len(PREVIOUS_PREFIX):]
@@ -89,7 +89,7 @@ def _outside_chain(name: str) -> str:
 def _data_sites(trace, sites: ModelSites) -> list:
     """The enumerated trace's sites of X and Z, a scan's first step included."""
     data = set(sites.latents + sites.observed)
-    return [n for n, s in trace.items() if s["type"] == "sample" and _outside_chain(n) in data]
+    return [n for n, s in trace.items() if s["type"] == "sample" and outside_chain(n) in data]
 
 
 def layout(trace, sites: ModelSites) -> tuple:
@@ -100,7 +100,7 @@ def layout(trace, sites: ModelSites) -> tuple:
         hidden = partly_observed.hidden_half_of(name, trace)
         if hidden is not None:
             dim_to_name = trace[hidden]["infer"]["dim_to_name"]
-        factors.append(Factor(name, dim_to_name, _outside_chain(name) in sites.latents, hidden))
+        factors.append(Factor(name, dim_to_name, outside_chain(name) in sites.latents, hidden))
     return tuple(factors)
 
 

@@ -105,8 +105,10 @@ def _centred_statistics(site, family: Family):
     value = site["value"]
     # A mask broadcast along the latents (NumPyro's scan does that) counts where any cell does.
     mask = jnp.asarray(mask)
-    value_batch = _padded(jnp.shape(value)[: jnp.ndim(value) - d.event_dim], mask.ndim)
+    batch_ndim = jnp.ndim(value) - d.event_dim
+    value_batch = _padded(jnp.shape(value)[:batch_ndim], mask.ndim)
     mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
+    mask = jnp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0):])
     valid = jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:

@@ -67,6 +67,8 @@ class PartlyObserved(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg):
+        if "_scan_current_index" in (msg.get("infer") or {}):
+            return  # a scan's site, seen already by the handler on its step (replayed after the scan)
         if msg["type"] == "control_flow":  # a scan: its steps run under their own handlers
             msg["args"] = (PartlyObserved(msg["args"][0]),) + tuple(msg["args"][1:])
         elif _is_recorded_half(msg):
@@ -93,8 +95,23 @@ def hidden_half_of(observed_name: str, trace) -> str | None:
     return hidden if hidden in trace and trace[hidden]["fn"].support.is_discrete else None
 
 
+def _time_dim(site):
+    return next((d for d, n in site["infer"].get("dim_to_name", {}).items() if n.startswith("_time")), None)
+
+
+def _time_moved(x, source: int, target: int):
+    """``x`` with its time axis (at dim ``source``) at dim ``target`` instead: inside a
+    scan, the recorded half lacks the enumerated axis of its own state."""
+    x = jnp.reshape(x, jnp.shape(x)[jnp.ndim(x) + source:])
+    return jnp.reshape(x, x.shape[:1] + (1,) * (source - target) + x.shape[1:])
+
+
 def evidence(recorded_site, hidden_site):
     """log 1[z = y] where y was recorded, 0 elsewhere, over the latent's enumerated values."""
     _, recorded = unwrap(recorded_site["fn"])
-    agrees = hidden_site["value"] == recorded_site["value"]
+    value = recorded_site["value"]
+    source, target = _time_dim(recorded_site), _time_dim(hidden_site)
+    if source is not None and source != target:
+        value, recorded = _time_moved(value, source, target), _time_moved(jnp.asarray(recorded), source, target)
+    agrees = hidden_site["value"] == value
     return jnp.where(recorded, jnp.where(agrees, 0.0, -jnp.inf), 0.0)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
+from em.chain import PREVIOUS_PREFIX, TIME_PREFIX, chain_of
 from em.partly_observed import UNOBSERVED
 from em.results import Posterior
 from em.sites import inspect_model, model_trace
@@ -14,12 +15,37 @@ from em.sites import inspect_model, model_trace
 def _marginal(weights, factor, latents, batch_shape):
     """A latent's posterior from its factor's weights: other latents summed out, support last."""
     ndim = weights.ndim
-    name_to_dim = {n: d for d, n in factor.dim_to_name.items()}
-    others = tuple(ndim + d for n, d in name_to_dim.items() if n in latents and n != factor.name)
-    marginal = jnp.moveaxis(jnp.sum(weights, axis=others, keepdims=True), ndim + name_to_dim[factor.name], -1)
+    axis_of = {n: ndim + d for d, n in factor.dim_to_name.items()}
+    others = tuple(a for n, a in axis_of.items() if n in latents and n != factor.name)
+    own = axis_of[factor.name] - sum(a < axis_of[factor.name] for a in others)
+    marginal = jnp.moveaxis(jnp.sum(weights, axis=others), own, -1)
     # Left of the site's own plates every axis now has size one.
-    marginal = jnp.reshape(marginal, marginal.shape[marginal.ndim - len(batch_shape) - 1:])
+    marginal = jnp.reshape(marginal, marginal.shape[max(marginal.ndim - len(batch_shape) - 1, 0):])
     return jnp.broadcast_to(marginal, tuple(batch_shape) + marginal.shape[-1:])
+
+
+def _reported_name(factor, layout) -> str:
+    """The name a user knows a latent factor by: without a scan's ``_PREV_`` prefix, and an
+    ``obs_mask`` site's hidden half (one-hot where recorded) under the site's own name."""
+    name = enumeration.outside_chain(factor.name)
+    return name.removesuffix(UNOBSERVED) if any(f.evidence_for == factor.name for f in layout) else name
+
+
+def _per_site(weights, layout, latents, plain) -> dict:
+    """Each latent's posterior cells from its factor's weights; a chain's first step and
+    later steps joined along time."""
+    parts = {}
+    for factor in layout:
+        if not factor.enumerated:
+            continue
+        batch_shape = plain[enumeration.outside_chain(factor.name)]["fn"].batch_shape
+        first_step = factor.name.startswith(PREVIOUS_PREFIX)
+        shape = batch_shape[1:] if first_step else batch_shape
+        if any(n.startswith(TIME_PREFIX) for n in factor.dim_to_name.values()):
+            shape = (batch_shape[0] - 1,) + tuple(batch_shape[1:])
+        marginal = _marginal(weights[factor.name], factor, latents, shape)
+        parts.setdefault(_reported_name(factor, layout), []).append(marginal[None] if first_step else marginal)
+    return {name: jnp.concatenate(p) if len(p) > 1 else p[0] for name, p in parts.items()}
 
 
 def _posterior(model, arguments, dynamic, params) -> Posterior:
@@ -28,18 +54,20 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
     sites = inspect_model(plain)
     trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
     layout, log_probs = enumeration.data_factors(trace, sites)
+    latents = frozenset(f.name for f in layout if f.enumerated)
     weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
-    probs, values = {}, {}
-    for factor in layout:
-        if not factor.enumerated:
-            continue
-        support = jnp.reshape(trace[factor.name]["fn"].enumerate_support(expand=False), (-1,))
-        # An obs_mask site's hidden half covers every row (its recorded rows are one-hot
-        # through their evidence): report it under the site's own name.
-        name = factor.name.removesuffix(UNOBSERVED) if any(f.evidence_for == factor.name for f in layout) else factor.name
-        probs[name] = _marginal(weights[factor.name], factor, sites.latents, plain[factor.name]["fn"].batch_shape)
-        values[name] = support
-    return Posterior(probs, values)
+    values = {
+        _reported_name(f, layout): jnp.reshape(trace[f.name]["fn"].enumerate_support(expand=False), (-1,))
+        for f in layout if f.enumerated
+    }
+    path = None
+    if chain_of(layout) is not None:
+        path_cells = jax.grad(lambda lp: enumeration.contract(layout, lp, maximise=True))(log_probs)
+        path = {
+            name: jnp.take(values[name], jnp.argmax(cells, axis=-1))
+            for name, cells in _per_site(path_cells, layout, latents, plain).items()
+        }
+    return Posterior(_per_site(weights, layout, latents, plain), values, path)
 
 
 _posterior_compiled = jax.jit(_posterior, static_argnums=(0, 1))
@@ -57,7 +85,8 @@ def posterior(model, params: dict, *args, **kwargs) -> Posterior:
 
     ``Posterior.probs[name][..., k]`` is p(name = values[name][k] | X, θ), the E-step's
     responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
-    value, datum by datum.
+    value, datum by datum, and a Markov chain by its most probable path (Viterbi).
+    A chain's site has time as its first axis (the scan's).
     """
     static, dynamic, params = _checks.checked_call(model, params, args, kwargs)
     return _posterior_compiled(model, static, dynamic, params)

@@ -37,13 +37,19 @@ class Posterior(NamedTuple):
         A partly observed site (``obs_mask``) appears under its own name, with
         probability one on the recorded value where it was observed.
       values: by site name, the support values the last axis of ``probs`` indexes.
+      path: for a model with a Markov chain, the most probable joint assignment of its
+        latents (max-product), by site name; None otherwise.
     """
 
     probs: dict
     values: dict
+    path: dict | None = None
 
     def mode(self) -> dict:
-        """The most probable value of each latent, datum by datum (imputation)."""
+        """The most probable value of each latent, datum by datum (imputation); for a
+        Markov chain, the most probable path of states (Viterbi) instead."""
+        if self.path is not None:
+            return self.path
         return {
             name: jnp.take(self.values[name], jnp.argmax(p, axis=-1))
             for name, p in self.probs.items()
