@@ -68,22 +68,23 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
 
     named = {k: start[k] for k in init}
 
+    fixed_start = len(config.init_names) == len(sites.params)
+
     def initial_state(key) -> _LoopState:
-        u = start
-        history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
-        if len(config.init_names) == len(sites.params):
-            first = e_step(constrain(sites, u))
-            history = history.at[0].set(_objective(first, config.use_priors))
-            return _LoopState(u, first, jnp.zeros((), jnp.int32), history, jnp.zeros((), bool))
-        # A random start is iteration -1 of the loop: its M-step (the loop's own, so it
-        # is compiled once) reads random posterior weights instead of an E-step's.
-        params = constrain(sites, u)
-        summaries = initialisation.random_summaries(key, trace_at, sites, params, config.use_statistics)
+        # The start is iteration -1 of the loop, so that the loop's own M- and E-step are
+        # the only copies compiled. With every parameter given, its M-step is skipped;
+        # a random start's M-step reads random posterior weights instead of an E-step's.
+        params = constrain(sites, start)
         template = jax.eval_shape(e_step, params)
+        if fixed_start:
+            summaries = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), template.summaries)
+        else:
+            summaries = initialisation.random_summaries(key, trace_at, sites, params, config.use_statistics)
         placeholder = estep.EStep(
             jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries
         )
-        return _LoopState(u, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool))
+        history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
+        return _LoopState(start, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool))
 
     def cond(s: _LoopState):
         finite = jnp.isfinite(_objective(s.estep, config.use_priors))
@@ -91,9 +92,12 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
 
     def body(s: _LoopState) -> _LoopState:
         starting = s.iteration < 0
-        u = m_step(s.unconstrained, s.estep.summaries)
-        # After the random start's M-step, the sites named in init take their values.
-        u = {k: jnp.where(starting, named[k], v) if k in named else v for k, v in u.items()}
+        if fixed_start:
+            u = jax.lax.cond(starting, lambda: s.unconstrained, lambda: m_step(s.unconstrained, s.estep.summaries))
+        else:
+            u = m_step(s.unconstrained, s.estep.summaries)
+            # After the random start's M-step, the sites named in init take their values.
+            u = {k: jnp.where(starting, named[k], v) if k in named else v for k, v in u.items()}
         new = e_step(constrain(sites, u))
         previous, current = _objective(s.estep, config.use_priors), _objective(new, config.use_priors)
         change_small = jnp.abs(current - previous) <= config.tol * jnp.abs(previous)
@@ -147,7 +151,7 @@ def fit(
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
-    optimizer=mstep.DEFAULT_OPTIMIZER,
+    optimizer=None,
     m_step_max_steps: int = 1000,
     m_step_tol: float | None = None,
     **kwargs,
@@ -178,7 +182,8 @@ def fit(
       priors: False fits the MLE, ignoring the priors of ``sample`` sites.
       sufficient_statistics: False makes every M-step re-read the data instead of
         using weighted sufficient statistics (same answer, slower; for checking).
-      optimizer: the optax optimiser of the M-step (L-BFGS by default).
+      optimizer: an optax optimiser for the M-step; by default Newton's method (optax
+        L-BFGS beyond a few hundred parameters; see :mod:`em.mstep`).
       m_step_max_steps, m_step_tol: the M-step's step cap and gradient-norm tolerance
         (see :func:`em.mstep.maximise`).
 

@@ -19,6 +19,7 @@ site count log(1/K) instead of 0, so that a masked latent adds no evidence (with
 its K values would sum to K).
 """
 
+import functools
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -195,8 +196,9 @@ def _contract_chain(chain: Chain, layout, log_probs: dict, latents, keep: str | 
         log_prob = aligned(_sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name), factor.dim_to_name, step_names)
         (pair if chain.previous in factor.dim_to_name.values() else unary).append(log_prob)
     num_steps = max(jnp.shape(lp)[0] for lp in pair + unary)
-    pair = sum(pair, start=jnp.zeros((1,) * len(step_names)))
-    unary = sum(unary, start=jnp.zeros((num_steps,) + (1,) * (len(step_names) - 1)))
+    pair = functools.reduce(jnp.add, pair, jnp.zeros((1,) * len(step_names)))
+    unary = functools.reduce(jnp.add, unary) if unary else jnp.zeros((num_steps,) + (1,) * (len(step_names) - 1))
+    unary = jnp.broadcast_to(unary, (num_steps,) + jnp.shape(unary)[1:])
     normaliser = max_log_normaliser if maximise else log_normaliser
     per_chain = normaliser(initial, pair, jnp.squeeze(unary, -2))
     if keep is None:
