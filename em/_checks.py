@@ -1,9 +1,12 @@
 """Eager checks of a fit's input, raised before any compilation or work."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
+from numpyro.distributions.transforms import biject_to
 
 from em import _arguments
 from em.masking import unwrap
@@ -44,8 +47,32 @@ def check_observed(trace, sites: ModelSites):
             )
 
 
-def check_init(init: dict, sites: ModelSites):
-    """Names must be parameter sites; values must have the site's shape and support."""
+@partial(jax.jit, static_argnums=0)
+def _flags(structure, leaves, values: dict) -> dict:
+    constraints = jax.tree_util.tree_unflatten(structure, leaves)
+    return {
+        name: (jnp.all(c(values[name])), jnp.all(jnp.isfinite(biject_to(c).inv(values[name]))))
+        for name, c in constraints.items()
+    }
+
+
+def _support_flags(values: dict, sites: ModelSites) -> dict:
+    """Per value: (inside the site's support, strictly inside it: finite when
+    unconstrained). One compiled call (cached across fits: constraints are PyTrees),
+    not a compilation per eager operation."""
+    constraints = {p.name: p.constraint for p in sites.params if p.name in values}
+    leaves, structure = jax.tree_util.tree_flatten(constraints)
+    flags = _flags(structure, leaves, {k: jnp.asarray(v) for k, v in values.items()})
+    return jax.tree_util.tree_map(bool, flags)
+
+
+def check_init(init: dict, sites: ModelSites, strictly_inside: bool = False):
+    """Names must be parameter sites; values must have the site's shape and support.
+
+    With ``strictly_inside``, also off the support's boundary: EM moves in the
+    unconstrained space, where a probability of exactly 0 or 1 is infinitely far
+    away, and would not move.
+    """
     known = {p.name: p for p in sites.params}
     for name, value in init.items():
         if name not in known:
@@ -59,8 +86,15 @@ def check_init(init: dict, sites: ModelSites):
                 f"init['{name}'] has shape {jnp.shape(value)}, but the site has shape "
                 f"{jnp.shape(site.default)}."
             )
-        if is_concrete(value) and not bool(np.all(site.constraint(np.asarray(value)))):
-            raise ValueError(f"init['{name}'] = {value!r} is outside the site's support {site.constraint}.")
+    concrete = {k: v for k, v in init.items() if is_concrete(v)}
+    for name, (in_support, inside) in _support_flags(concrete, sites).items():
+        if not in_support:
+            raise ValueError(f"init['{name}'] = {init[name]!r} is outside the site's support {known[name].constraint}.")
+        if strictly_inside and not inside:
+            raise ValueError(
+                f"init['{name}'] = {init[name]!r} lies on the boundary of the site's support "
+                f"{known[name].constraint}; start strictly inside it."
+            )
 
 
 def check_params(params: dict, sites: ModelSites):
@@ -69,18 +103,6 @@ def check_params(params: dict, sites: ModelSites):
     if missing:
         raise ValueError(f"params lacks the parameter site(s) {missing}.")
     check_init({p.name: params[p.name] for p in sites.params}, sites)
-
-
-def check_inside(init: dict, sites: ModelSites):
-    """EM moves in the unconstrained space: a start on the boundary of a closed support
-    (a probability of exactly 0 or 1) is infinitely far away there, and would not move."""
-    known = {p.name: p for p in sites.params}
-    for name, value in init.items():
-        if is_concrete(value) and not bool(np.all(np.isfinite(known[name].transform.inv(jnp.asarray(value))))):
-            raise ValueError(
-                f"init['{name}'] = {value!r} lies on the boundary of the site's support "
-                f"{known[name].constraint}; start strictly inside it."
-            )
 
 
 def checked_call(model, params: dict, args, kwargs):

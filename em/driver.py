@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from em import _arguments, _checks, enumeration, estep, initialisation, mstep, scans
 from em.results import EMResult
@@ -127,12 +128,12 @@ _fit_compiled = jax.jit(_fit, static_argnums=0)
 
 
 def _raise_if_not_finite(result: EMResult):
-    finite_params = all(bool(jnp.all(jnp.isfinite(v))) for v in result.params.values())
-    if bool(jnp.isfinite(result.objective)) and finite_params:
+    finite_params = all(np.all(np.isfinite(np.asarray(v))) for v in result.params.values())
+    if np.isfinite(np.asarray(result.objective)) and finite_params:
         return
-    history = jnp.asarray(result.history)
-    finite = jnp.isfinite(history)
-    last = int(jnp.max(jnp.where(finite, jnp.arange(history.shape[0]), -1)))
+    history = np.asarray(result.history)
+    finite = np.isfinite(history)
+    last = int(np.max(np.where(finite, np.arange(history.shape[0]), -1)))
     raise EMNumericalError(
         f"EM reached a non-finite objective or parameter at iteration {last + 1} "
         f"(last finite objective {float(history[last]) if last >= 0 else float('nan')}). "
@@ -203,8 +204,7 @@ def fit(
     static, dynamic = _arguments.split(args, kwargs)
     trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
-    _checks.check_init(init, sites)
-    _checks.check_inside(init, sites)
+    _checks.check_init(init, sites, strictly_inside=True)
     concrete = _checks.is_concrete(dynamic, init)
     if concrete:
         _checks.check_observed(trace, sites)

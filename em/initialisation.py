@@ -61,6 +61,9 @@ def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):
         for factor in layout:
             if name in factor.dim_to_name.values():
                 w = weights[factor.name]
+                if w.shape[w.ndim + dim] == 1:  # a factor the same along the plate (a chain's
+                    weights[factor.name] = w * jnp.mean(scale)  # transition): weights already summed
+                    continue
                 shape = [1] * w.ndim
                 shape[w.ndim + dim] = scale.shape[0]
                 weights[factor.name] = w * jnp.reshape(scale, shape)

@@ -7,6 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
+import casino  # noqa: E402  (experiments/casino.py)
 import em_vs_mcmc  # noqa: E402  (experiments/em_vs_mcmc.py)
 import heights  # noqa: E402  (experiments/heights.py)
 
@@ -46,3 +47,13 @@ def test_em_vs_mcmc(tmp_path):
     assert len(faithful_case.parameters) == 14 and "corr_tril[0, 0, 0]" not in faithful_case.parameters.index
     assert faithful_case.latents.loc["z", "num_data"] == 272
     assert heights_case.latents.loc["sex", "num_data"] == 176  # the hidden half only
+
+
+def test_casino(tmp_path):
+    result = casino.main(casino.parse_args(["--restarts", "4", "--out", str(tmp_path)]))
+    assert [p.name for p in tmp_path.glob("*.png")] == ["casino_posterior.png"]
+    # The loaded state is found from the rolls alone: six is its most likely face, and
+    # the path agrees with the die at least as well as the book's own parameters do
+    # (90.7% with Durbin et al.'s values, computed by the same Viterbi).
+    assert np.argmax(result["fitted"]["emission_probs"][1]) == 5
+    assert result["viterbi_agreement"] > 0.9

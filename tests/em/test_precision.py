@@ -49,3 +49,36 @@ def test_float32_agrees_with_float64():
     np.testing.assert_allclose(single["log_likelihood"], double.log_likelihood, rtol=1e-5)
     np.testing.assert_allclose(single["locs"], double.params["locs"], atol=1e-3)
     np.testing.assert_allclose(single["weights"], double.params["weights"], atol=1e-4)
+
+
+CHAIN = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+import em
+from models import hmm
+from tests.em.test_precision import long_chain
+x, params = long_chain()
+print(json.dumps({"dtype": str(jnp.asarray(x).dtype),
+                  "log_likelihood": float(em.log_likelihood(hmm.gaussian, params, jnp.asarray(x), 4))}))
+"""
+
+
+def long_chain():
+    """10,000 steps of a sticky 4-state Gaussian HMM, far from 0, and its parameters."""
+    rng = np.random.default_rng(0)
+    z = np.cumsum(rng.random(10_000) < 0.05) % 4
+    x = 100.0 + np.array([-3.0, -1.0, 1.0, 3.0])[z] + rng.normal(size=10_000)
+    params = {"initial": jnp.ones(4) / 4, "transition": jnp.full((4, 4), 0.05 / 3) + 0.95 * jnp.eye(4) - 0.05 / 3 * jnp.eye(4),
+              "locs": 100.0 + jnp.array([[-3.0], [-1.0], [1.0], [3.0]]), "scales": jnp.ones((4, 1))}
+    return x[None], params
+
+
+def test_float32_chain_log_likelihood_agrees_with_float64():
+    """Normalised forward messages: float32 within 1e-3 nats per 1,000 steps at T = 10,000."""
+    env = {**os.environ, "JAX_ENABLE_X64": "0", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", CHAIN], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    single = json.loads(out.stdout.strip().splitlines()[-1])
+    assert single["dtype"] == "float32"
+    x, params = long_chain()
+    double = em.log_likelihood(hmm.gaussian, params, jnp.asarray(x), 4)
+    assert abs(single["log_likelihood"] - float(double)) < 1e-3 * 10
