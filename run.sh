@@ -6,6 +6,7 @@
 #   ./run.sh main [options]    the main job: experiments/heights.py
 #   ./run.sh tests [pytest args]
 #   ./run.sh bench [options]   benchmarks/gmm_vs_sklearn.py
+#   ./run.sh bench-hmm [opts]  benchmarks/hmm_vs_hmmlearn.py (tries to add dynamax first)
 #   ./run.sh python FILE ...   any script, in the project's environment
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,6 +33,10 @@ case "$command" in
     main) exec .venv/bin/python experiments/heights.py "$@" ;;
     tests) exec .venv/bin/python -m pytest "$@" ;;
     bench) exec .venv/bin/python benchmarks/gmm_vs_sklearn.py "$@" ;;
+    bench-hmm)
+        .venv/bin/python -c "import dynamax" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]" \
+            || echo "run.sh: dynamax did not install; benchmarking without it." >&2
+        exec .venv/bin/python benchmarks/hmm_vs_hmmlearn.py "$@" ;;
     python) exec .venv/bin/python "$@" ;;
-    *) echo "usage: ./run.sh main|tests|bench|python [args]" >&2; exit 2 ;;
+    *) echo "usage: ./run.sh main|tests|bench|bench-hmm|python [args]" >&2; exit 2 ;;
 esac

@@ -11,11 +11,11 @@ Q is cheap once the E-step has summarised the data, and its conditioning can be
 poor (a transition row seen 25,000 times beside an initial state seen once: L-BFGS
 then took 1,000 steps on a 4-state HMM where Newton takes 7). It stops once the
 gradient norm is below ``tol``, or the gain it predicts, -g·d / 2, is below the
-rounding of f. Otherwise, or when ``optimizer`` is given, an optax
-``GradientTransformation`` runs until the gradient norm is below ``tol``.
+rounding of f (after that last step), and otherwise never moves uphill. Otherwise, or when ``optimizer`` is given,
+an optax ``GradientTransformation`` runs until the gradient norm is below ``tol``.
 
-EM's monotonicity needs only Q(θ_{t+1}) ≥ Q(θ_t): if the optimiser ends lower than
-it started (a poor user-supplied optimiser), the M-step keeps θ_t.
+EM's monotonicity needs only Q(θ_{t+1}) ≥ Q(θ_t): if an optax optimiser ends lower
+than it started (a poor user-supplied one), the M-step keeps θ_t.
 """
 
 from typing import NamedTuple
@@ -49,15 +49,15 @@ def maximise(objective, init_params, *, optimizer=None, max_steps=1000, tol=None
     """
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(init_params), float)
     tol = default_tolerance(dtype) if tol is None else tol
+    size = sum(jnp.size(x) for x in jax.tree_util.tree_leaves(init_params))
+    if optimizer is None and size <= NEWTON_MAX_PARAMS:
+        return _newton(lambda u: -objective(u), init_params, max_steps, tol, dtype)  # never moves uphill
     start_value = objective(init_params)
     scale = jax.lax.stop_gradient(jnp.maximum(1.0, jnp.abs(start_value)))
 
     def loss(u):
         return -objective(u) / scale
 
-    size = sum(jnp.size(x) for x in jax.tree_util.tree_leaves(init_params))
-    if optimizer is None and size <= NEWTON_MAX_PARAMS:
-        return _newton(loss, init_params, max_steps, tol, dtype)  # never moves uphill
     final = _optax(loss, init_params, optimizer or FALLBACK_OPTIMIZER, max_steps, tol, dtype)
     improved = objective(final) >= start_value
     # Mapped over init_params, so the result keeps its structure (and dict order).
@@ -82,7 +82,8 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         return value, grad, -vectors @ ((vectors.T @ grad) / curvature)
 
     def body(carry: _NewtonCarry) -> _NewtonCarry:
-        value, grad, step = direction(carry.params)
+        value, grad, step = direction(carry.params)  # Newton's step does not depend on f's scale
+        scale = jnp.where(carry.step == 0, jnp.maximum(1.0, jnp.abs(value)), carry.scale)
         slope = grad @ step
 
         def too_long(search):
@@ -95,14 +96,17 @@ def _newton(loss, init_params, max_steps, tol, dtype):
 
         length, trial = jax.lax.while_loop(too_long, shorter, (jnp.full((), 2.0, dtype), jnp.full((), jnp.inf, dtype)))
         moved = trial <= value
-        gain = -slope / 2
-        done = (jnp.linalg.norm(grad) <= tol) | (gain <= rounding * jnp.maximum(1.0, jnp.abs(value))) | ~moved
-        return _NewtonCarry(jnp.where(moved, carry.params + length * step, carry.params), carry.step + 1, done)
+        # Once the predicted gain is below f's rounding, a line search sees only noise: the
+        # last full step (quadratic convergence) brings θ to the optimum's rounding.
+        final = -slope / 2 <= rounding * jnp.maximum(1.0, jnp.abs(value))
+        params = jnp.where(final, carry.params + step, jnp.where(moved, carry.params + length * step, carry.params))
+        done = (jnp.linalg.norm(grad) <= tol * scale) | final | ~moved
+        return _NewtonCarry(params, carry.step + 1, done, scale)
 
     def cond(carry: _NewtonCarry):
         return (carry.step < max_steps) & ~carry.done
 
-    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype))
     final = unravel(jax.lax.while_loop(cond, body, start).params)
     return jax.tree_util.tree_map(lambda old, new: new, init_params, final)  # init_params' dict order
 
@@ -111,6 +115,7 @@ class _NewtonCarry(NamedTuple):
     params: jax.Array
     step: jax.Array
     done: jax.Array
+    scale: jax.Array  # max(1, |f|) at the start: the gradient tolerance is relative to it
 
 
 def _optax(loss, init_params, optimizer, max_steps, tol, dtype):

@@ -50,9 +50,10 @@ def test_em_vs_mcmc(tmp_path):
 
 
 def test_casino(tmp_path):
-    result = casino.main(casino.parse_args(["--restarts", "4", "--out", str(tmp_path)]))
+    result = casino.main(casino.parse_args(["--restarts", "8", "--out", str(tmp_path)]))
     assert [p.name for p in tmp_path.glob("*.png")] == ["casino_posterior.png"]
-    # The loaded state is found from the rolls alone: six is its most likely face, and
+    # With 4 restarts EM stopped at a local optimum (log-likelihood -514.51, 68% agreement);
+    # 8 reach -514.26. The loaded state is found from the rolls alone: six is its most likely face, and
     # the path agrees with the die at least as well as the book's own parameters do
     # (90.7% with Durbin et al.'s values, computed by the same Viterbi).
     assert np.argmax(result["fitted"]["emission_probs"][1]) == 5

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import em
-from models import gmm
+from models import gmm, hmm
 from tests.helpers import three_clusters_full
 
 ROOT = Path(__file__).parents[2]
@@ -23,7 +23,7 @@ FIT = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import em
-from models import gmm
+from models import gmm, hmm
 from tests.helpers import three_clusters_full
 x = three_clusters_full() + np.array([1000.0, -500.0])  # far from 0: x^2 terms would cancel
 init = {"weights": jnp.ones(3) / 3, "locs": jnp.asarray(x[[0, 100, 200]]), "scales": jnp.ones((3, 2)),
