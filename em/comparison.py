@@ -94,9 +94,11 @@ def _label(name: str, index: tuple) -> str:
     return f"{name}[{', '.join(map(str, index))}]" if index else name
 
 
-def parameter_table(em: az.InferenceData, mcmc: az.InferenceData, hdi_prob: float, sd_factor: float):
-    """The per-element table of :class:`Comparison` (see there)."""
+def parameter_table(em: az.InferenceData, mcmc: az.InferenceData, hdi_prob: float, sd_factor: float, order=()):
+    """The per-element table of :class:`Comparison` (see there), sites in ``order`` (the
+    model's) first: InferenceData's own order follows how its dicts were flattened."""
     names = [n for n in em.posterior.data_vars if n in mcmc.posterior.data_vars]
+    names.sort(key=lambda n: list(order).index(n) if n in order else len(order))
     summary = az.summary(mcmc, var_names=names, hdi_prob=hdi_prob, round_to="none")
     hdi = [c for c in summary.columns if c.startswith("hdi_")]
     rows = {}
@@ -199,11 +201,12 @@ def compare(
         raise ValueError("mcmc must be an InferenceData with a posterior group (from em.run_nuts).")
     em_data = to_inference_data(model, result, *args, priors=priors, **kwargs)
     trace = model_trace(model, args, kwargs)
-    axes = labels.component_axes(trace, inspect_model(trace))
+    sites = inspect_model(trace)
+    axes = labels.component_axes(trace, sites)
     aligned, relabelled = align_to_em(mcmc, result.params, axes)
     aligned_sites = tuple(n for n in axes.axes if n in mcmc.posterior) + ((axes.latent,) if axes.latent else ())
     return Comparison(
-        parameters=parameter_table(em_data, aligned, hdi_prob, sd_factor),
+        parameters=parameter_table(em_data, aligned, hdi_prob, sd_factor, [p.name for p in sites.params]),
         latents=latent_table(em_data, aligned, recorded_rows(trace)),
         model_selection=model_selection_table(em_data, aligned),
         relabelled=relabelled,
