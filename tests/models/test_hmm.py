@@ -10,8 +10,11 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 from hmmlearn import hmm as hmmlearn
+from numpyro.contrib.funsor import markov
 
 import em
 from models import hmm
@@ -203,3 +206,32 @@ def test_em_never_lowers_the_objective_with_labels_and_gaps(gaussian_data):
     result = em.fit(hmm.gaussian, jnp.asarray(x.T), K, rng_key=jax.random.PRNGKey(1), max_iter=40, **kwargs)
     history = np.asarray(result.history[: int(result.num_iter) + 1])
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))
+
+
+def _markov_loop(x, num_states):
+    """models.hmm.gaussian written as a Python loop under NumPyro's ``markov``."""
+    initial = numpyro.sample("initial", dist.Dirichlet(jnp.ones(num_states)))
+    with numpyro.plate("states", num_states):
+        transition = numpyro.sample("transition", dist.Dirichlet(jnp.ones(num_states)))
+    with numpyro.plate("states_emission", num_states):
+        locs = numpyro.sample("locs", dist.Normal(0.0, 100.0).expand([1]).to_event(1))
+        scales = numpyro.sample("scales", dist.HalfNormal(100.0).expand([1]).to_event(1))
+    z = None
+    for t in markov(range(x.shape[1])):
+        z = numpyro.sample(f"z_{t}", dist.Categorical(initial if z is None else transition[z]))
+        numpyro.sample(f"x_{t}", dist.Normal(locs[z, 0], scales[z, 0]), obs=x[0, t])
+
+
+def test_a_markov_loop_fits_as_the_scan():
+    """A short chain written with ``markov`` (contracted by funsor) gives the scan model's
+    likelihood, marginals and EM iterates."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 12)))
+    params = {"initial": jnp.array([0.3, 0.7]), "transition": jnp.array([[0.8, 0.2], [0.3, 0.7]]),
+              "locs": jnp.array([[-1.0], [1.0]]), "scales": jnp.ones((2, 1))}
+    np.testing.assert_allclose(em.log_likelihood(_markov_loop, params, x, 2), em.log_likelihood(hmm.gaussian, params, x, 2),
+                               rtol=1e-12)
+    loop, scanned = em.posterior(_markov_loop, params, x, 2), em.posterior(hmm.gaussian, params, x, 2)
+    np.testing.assert_allclose(np.stack([loop.probs[f"z_{t}"] for t in range(12)]), scanned.probs["z"][:, 0], atol=1e-12)
+    fits = [em.fit(m, x, 2, rng_key=jax.random.PRNGKey(0), init=params, max_iter=5, tol=0, priors=False)
+            for m in (_markov_loop, hmm.gaussian)]
+    np.testing.assert_allclose(fits[0].history, fits[1].history, rtol=1e-12)
