@@ -95,19 +95,41 @@ def test_gaussian_converged_log_likelihood_equals_hmmlearn(gaussian_data):
     np.testing.assert_allclose(result.params["transition"], reference.transmat_, atol=1e-4)
 
 
-def test_categorical_log_likelihood_per_iteration_equals_hmmlearn():
+def _categorical_learner(init, n_iter=1, tol=0.0):
+    reference = hmmlearn.CategoricalHMM(K, n_features=4, init_params="", n_iter=n_iter, tol=tol, implementation="scaling")
+    reference.startprob_, reference.transmat_ = np.asarray(init["initial"]), np.asarray(init["transition"])
+    reference.emissionprob_ = np.asarray(init["emission_probs"])
+    return reference
+
+
+@pytest.fixture(scope="module")
+def categorical_data():
     truth = hmmlearn.CategoricalHMM(K, n_features=4)
     truth.emissionprob_ = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.6, 0.2, 0.1], [0.05, 0.05, 0.3, 0.6]])
     x, _ = _sample(truth, 400, seed=2)
-    reference = hmmlearn.CategoricalHMM(K, n_features=4, init_params="", n_iter=1, tol=0, implementation="scaling")
     init = {**INIT, "emission_probs": jnp.array([[0.4, 0.2, 0.2, 0.2], [0.2, 0.4, 0.2, 0.2], [0.2, 0.2, 0.3, 0.3]])}
-    reference.startprob_, reference.transmat_ = np.asarray(init["initial"]), np.asarray(init["transition"])
-    reference.emissionprob_ = np.asarray(init["emission_probs"])
+    return x, init
+
+
+def test_categorical_log_likelihood_per_iteration_equals_hmmlearn(categorical_data):
+    x, init = categorical_data
+    reference = _categorical_learner(init)
     expected = _baum_welch(reference, x)
     result = em.fit(hmm.categorical, jnp.asarray(x.T), K, 4, rng_key=jax.random.PRNGKey(0), init=init,
                     priors=False, max_iter=NUM_ITER, tol=0)
     np.testing.assert_allclose(result.history[:NUM_ITER], expected, rtol=1e-6)
     np.testing.assert_allclose(result.params["emission_probs"], reference.emissionprob_, atol=1e-6)
+
+
+def test_categorical_converged_log_likelihood_equals_hmmlearn(categorical_data):
+    x, init = categorical_data
+    reference = _categorical_learner(init, n_iter=5000, tol=1e-10)
+    reference.fit(x)
+    assert reference.monitor_.converged
+    result = em.fit(hmm.categorical, jnp.asarray(x.T), K, 4, rng_key=jax.random.PRNGKey(0), init=init,
+                    priors=False, tol=1e-12, max_iter=5000)
+    assert bool(result.converged)
+    np.testing.assert_allclose(result.log_likelihood, reference.score(x), rtol=1e-6)
 
 
 def test_multivariate_gaussian_per_iteration_equals_hmmlearn():
