@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from em import _arguments, _checks, enumeration
-from em.chain import PREVIOUS_PREFIX, TIME_PREFIX, chain_of
+from em.chain import PREVIOUS_PREFIX
 from em.partly_observed import UNOBSERVED
 from em.results import Posterior
 from em.sites import inspect_model, model_trace
@@ -41,7 +41,7 @@ def _per_site(weights, layout, latents, plain) -> dict:
         batch_shape = plain[enumeration.outside_chain(factor.name)]["fn"].batch_shape
         first_step = factor.name.startswith(PREVIOUS_PREFIX)
         shape = batch_shape[1:] if first_step else batch_shape
-        if any(n.startswith(TIME_PREFIX) for n in factor.dim_to_name.values()):
+        if PREVIOUS_PREFIX + factor.name in latents:  # a scan's later steps (time may have size 1)
             shape = (batch_shape[0] - 1,) + tuple(batch_shape[1:])
         marginal = _marginal(weights[factor.name], factor, latents, shape)
         parts.setdefault(_reported_name(factor, layout), []).append(marginal[None] if first_step else marginal)
@@ -61,7 +61,7 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
         for f in layout if f.enumerated
     }
     path = None
-    if chain_of(layout) is not None:
+    if any(name.startswith(PREVIOUS_PREFIX) for name in latents):  # a scan: the joint mode
         path_cells = jax.grad(lambda lp: enumeration.contract(layout, lp, maximise=True))(log_probs)
         path = {
             name: jnp.take(values[name], jnp.argmax(cells, axis=-1))

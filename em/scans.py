@@ -42,10 +42,12 @@ class FirstSteps(Messenger):
         f, init, xs, length, reverse = msg["args"]
         if reverse:
             raise NotImplementedError("em.fit contracts Markov chains scanned forwards (reverse=False).")
-        xs = jax.tree_util.tree_map(lambda a: a[: self.num_steps], xs)
+        length = jnp.shape(jax.tree_util.tree_leaves(xs)[0])[0] if length is None else length
+        num_steps = min(self.num_steps, length)
+        xs = jax.tree_util.tree_map(lambda a: a[:num_steps], xs)
         if self.perturb is not None:
             init, xs = self.perturb(init, xs)
-        msg["args"] = (f, init, xs, self.num_steps, reverse)
+        msg["args"] = (f, init, xs, num_steps, reverse)
 
 
 def _is_stacked(site) -> bool:
@@ -79,7 +81,7 @@ def homogeneous_chain(model, sites, params, args, kwargs) -> bool:
     def perturbed(rows):
         def perturb(init, xs):
             marked = jax.tree_util.tree_map(lambda a: jnp.where(rows[0] >= 0, a, a), init)
-            return marked, jax.tree_util.tree_map(lambda a: jnp.take(a, rows, axis=0), xs)
+            return marked, jax.tree_util.tree_map(lambda a: jnp.take(a, rows[: len(a)] % len(a), axis=0), xs)
 
         return _stacked_distributions(model, sites, params, args, kwargs, perturb)
 

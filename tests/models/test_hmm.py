@@ -257,3 +257,17 @@ def test_a_markov_loop_fits_as_the_scan():
     fits = [em.fit(m, x, 2, rng_key=jax.random.PRNGKey(0), init=params, max_iter=5, tol=0, priors=False)
             for m in (_markov_loop, hmm.gaussian)]
     np.testing.assert_allclose(fits[0].history, fits[1].history, rtol=1e-12)
+
+
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_sequences_of_one_and_two_steps_equal_brute_force(num_steps):
+    """A scan of one step has no later steps, and one of two steps a time axis of size one."""
+    params = {"initial": np.array([0.5, 0.3, 0.2]), "transition": TRANSITION,
+              "locs": np.array([[-1.0], [0.5], [2.0]]), "scales": np.array([[1.0], [0.7], [1.5]])}
+    x = np.array([0.4, 1.7])[:num_steps]
+    jparams = {k: jnp.asarray(v) for k, v in params.items()}
+    expected_total, expected_marginals = _brute_force(params, x)
+    np.testing.assert_allclose(em.log_likelihood(hmm.gaussian, jparams, jnp.asarray(x[None]), K), expected_total, rtol=1e-12)
+    posterior = em.posterior(hmm.gaussian, jparams, jnp.asarray(x[None]), K)
+    np.testing.assert_allclose(posterior.probs["z"][:, 0], expected_marginals, atol=1e-12)
+    assert posterior.mode()["z"].shape == (num_steps, 1)
