@@ -35,6 +35,12 @@ import jax.numpy as jnp
 TIME_PREFIX, PREVIOUS_PREFIX = "_time", "_PREV_"
 
 
+def time_dim(site) -> int | None:
+    """The dim along which a traced site's steps are stacked by ``scan``, if any (NumPyro
+    leaves it unnamed when it has size one)."""
+    return next((d for d, n in site["infer"].get("dim_to_name", {}).items() if n.startswith(TIME_PREFIX)), None)
+
+
 class Chain(NamedTuple):
     """Which named dims of a layout make up its Markov chain (static)."""
 

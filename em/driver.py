@@ -162,9 +162,9 @@ def fit(
     θ is every ``numpyro.param`` site and every continuous unobserved ``sample``
     site; Z is every discrete unobserved ``sample`` site, summed out by enumeration
     (a Markov chain written with ``numpyro.contrib.control_flow.scan`` by the
-    forward-backward algorithm of :mod:`em.chain`). EM maximises log p(X | θ) + log p(θ) (MAP-EM, the priors of ``sample`` sites in
-    the model's own parametrisation, no Jacobian), or log p(X | θ) with
-    ``priors=False``.
+    forward-backward algorithm of :mod:`em.chain`). EM maximises
+    log p(X | θ) + log p(θ) (MAP-EM, the priors of ``sample`` sites in the model's
+    own parametrisation, no Jacobian), or log p(X | θ) with ``priors=False``.
 
     Args:
       model: a NumPyro model function; ``*args`` and ``**kwargs`` are passed to it.

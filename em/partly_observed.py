@@ -24,6 +24,7 @@ latent per datum) are dropped: see :class:`PartlyObserved`.
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
+from em.chain import time_dim
 from em.masking import unwrap
 
 UNOBSERVED, OBSERVED = "_unobserved", "_observed"
@@ -95,10 +96,6 @@ def hidden_half_of(observed_name: str, trace) -> str | None:
     return hidden if hidden in trace and trace[hidden]["fn"].support.is_discrete else None
 
 
-def _time_dim(site):
-    return next((d for d, n in site["infer"].get("dim_to_name", {}).items() if n.startswith("_time")), None)
-
-
 def _time_moved(x, source: int, target: int):
     """``x`` with its time axis (at dim ``source``) at dim ``target`` instead: inside a
     scan, the recorded half lacks the enumerated axis of its own state."""
@@ -110,7 +107,7 @@ def evidence(recorded_site, hidden_site):
     """log 1[z = y] where y was recorded, 0 elsewhere, over the latent's enumerated values."""
     _, recorded = unwrap(recorded_site["fn"])
     value = recorded_site["value"]
-    source, target = _time_dim(recorded_site), _time_dim(hidden_site)
+    source, target = time_dim(recorded_site), time_dim(hidden_site)
     if source is not None and source != target:
         value, recorded = _time_moved(value, source, target), _time_moved(jnp.asarray(recorded), source, target)
     agrees = hidden_site["value"] == value

@@ -24,7 +24,7 @@ from numpyro.distributions import MaskedDistribution
 from numpyro.primitives import Messenger
 
 from em import enumeration
-from em.chain import TIME_PREFIX
+from em.chain import time_dim
 from em.masking import unwrap
 
 
@@ -51,9 +51,7 @@ class FirstSteps(Messenger):
 
 
 def _is_stacked(site) -> bool:
-    return site["type"] == "sample" and any(
-        n.startswith(TIME_PREFIX) for n in site["infer"].get("dim_to_name", {}).values()
-    )
+    return site["type"] == "sample" and time_dim(site) is not None
 
 
 def _stacked_distributions(model, sites, params, args, kwargs, perturb=None) -> dict:
