@@ -8,7 +8,7 @@ import numpy as np
 from jax.core import Tracer
 from numpyro.distributions.transforms import biject_to
 
-from em import _arguments
+from em import _arguments, compilation
 from em.masking import unwrap
 from em.sites import ModelSites, abstract_trace, inspect_model
 
@@ -47,7 +47,7 @@ def check_observed(trace, sites: ModelSites):
             )
 
 
-@partial(jax.jit, static_argnums=0)
+@partial(compilation.jit, static_argnums=0)
 def _flags(structure, leaves, values: dict) -> dict:
     constraints = jax.tree_util.tree_unflatten(structure, leaves)
     return {

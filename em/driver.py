@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from em import _arguments, _checks, enumeration, estep, initialisation, mstep, scans
+from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -124,7 +124,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
     return jax.tree_util.tree_map(lambda x: x[best], results)
 
 
-_fit_compiled = jax.jit(_fit, static_argnums=0)
+_fit_compiled = compilation.jit(_fit, static_argnums=0)
 
 
 def _raise_if_not_finite(result: EMResult):
@@ -226,7 +226,7 @@ def _log_likelihood(model, arguments, dynamic, params):
     return enumeration.contract(layout, log_probs)
 
 
-_log_likelihood_compiled = jax.jit(_log_likelihood, static_argnums=(0, 1))
+_log_likelihood_compiled = compilation.jit(_log_likelihood, static_argnums=(0, 1))
 
 
 def log_likelihood(model, params: dict, *args, **kwargs):

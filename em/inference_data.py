@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from em import compilation
 from em.information import laplace
 from em.pointwise import pointwise_function
 from em.posterior import posterior_function
@@ -43,7 +44,7 @@ def per_draw(model, draws: dict, args, kwargs):
     # One vmap over every draw (memory: draws × data × values). Not lax.map in batches:
     # with jaxlib 0.10 on 2 CPU cores, batched LAPACK calls (the Cholesky factors of a
     # full-covariance mixture) inside lax.map's scan deadlocked in ParallelBatchMap.
-    both = jax.jit(jax.vmap(lambda theta: (posterior_at(theta), pointwise_at(theta))))
+    both = compilation.jit(jax.vmap(lambda theta: (posterior_at(theta), pointwise_at(theta))))
     posteriors, loglik = both(draws)
     values = {k: np.asarray(v[0]) for k, v in posteriors.values.items()}
     return {k: np.asarray(v) for k, v in posteriors.probs.items()}, values, np.asarray(loglik)

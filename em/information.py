@@ -21,7 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.stats import norm
 
-from em import _checks, enumeration
+from em import _checks, compilation, enumeration
 from em.sites import abstract_trace, constrain, inspect_model, unconstrain
 
 # An eigenvalue of the information at most this share of the largest counts as zero.
@@ -103,7 +103,7 @@ def laplace(model, params: dict, *args, priors: bool = True, **kwargs) -> Laplac
     def theta_of(v):
         return ravel_pytree(constrain(sites, unravel_u(v)))[0]
 
-    information = -jax.jit(jax.hessian(lambda v: objective(constrain(sites, unravel_u(v)))))(flat_u)
+    information = -compilation.jit(jax.hessian(lambda v: objective(constrain(sites, unravel_u(v)))))(flat_u)
     jacobian = jax.jacobian(theta_of)(flat_u)
     u_owner = _owners(unconstrain(sites, params))
     theta_owner = _owners(params)

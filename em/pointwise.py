@@ -16,7 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from em import _arguments, _checks, enumeration
+from em import _arguments, _checks, compilation, enumeration
 
 
 def data_plate(layout) -> str | None:
@@ -42,7 +42,7 @@ def _pointwise(model, arguments, dynamic, params):
     return jnp.reshape(enumeration.contract(layout, log_probs, keep=data_plate(layout)), (-1,))
 
 
-_pointwise_compiled = jax.jit(_pointwise, static_argnums=(0, 1))
+_pointwise_compiled = compilation.jit(_pointwise, static_argnums=(0, 1))
 
 
 def pointwise_function(model, args, kwargs):

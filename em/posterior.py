@@ -5,7 +5,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from em import _arguments, _checks, enumeration
+from em import _arguments, _checks, compilation, enumeration
 from em.chain import PREVIOUS_PREFIX
 from em.partly_observed import UNOBSERVED
 from em.results import Posterior
@@ -70,7 +70,7 @@ def _posterior(model, arguments, dynamic, params) -> Posterior:
     return Posterior(_per_site(weights, layout, latents, plain), values, path)
 
 
-_posterior_compiled = jax.jit(_posterior, static_argnums=(0, 1))
+_posterior_compiled = compilation.jit(_posterior, static_argnums=(0, 1))
 
 
 def posterior_function(model, args, kwargs):
