@@ -58,7 +58,8 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
     sites = inspect_model(model_trace(model, args, kwargs))
     start = unconstrain(sites, {**{p.name: p.default for p in sites.params}, **init})
     trace_at = scans.tracer(model, sites, args, kwargs, constrain(sites, start))
-    e_step = partial(estep.e_step, trace_at, sites, use_statistics=config.use_statistics)
+    # jit: the start's eval_shape and the loop body trace the E-step once between them.
+    e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=config.use_statistics))
     q = estep.q_function(trace_at, sites, config.use_statistics, config.use_priors)
 
     def m_step(u, summaries):

@@ -69,7 +69,8 @@ def _newton(loss, init_params, max_steps, tol, dtype):
     rounding = 8 * jnp.finfo(dtype).eps
     # jit: the derivatives below transform the traced Q instead of re-running the model's
     # Python for each (tracing it under vmap, jvp and grad took most of the compile time).
-    value_and_grad = jax.value_and_grad(jax.jit(lambda v: loss(unravel(v))))
+    flat_loss = jax.jit(lambda v: loss(unravel(v)))
+    value_and_grad = jax.value_and_grad(flat_loss)
 
     def direction(v):
         # value, gradient and Hessian from one forward-over-reverse pass (one copy of Q to compile)
@@ -92,7 +93,7 @@ def _newton(loss, init_params, max_steps, tol, dtype):
 
         def shorter(search):  # the first call tries the full step
             length, _ = search
-            return length / 2, value_and_grad(carry.params + length / 2 * step)[0]
+            return length / 2, flat_loss(carry.params + length / 2 * step)
 
         length, trial = jax.lax.while_loop(too_long, shorter, (jnp.full((), 2.0, dtype), jnp.full((), jnp.inf, dtype)))
         moved = trial <= value
