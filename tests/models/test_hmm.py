@@ -166,6 +166,20 @@ def test_sequences_of_different_lengths_equal_hmmlearn(gaussian_data):
     np.testing.assert_allclose(result.params["initial"], reference.startprob_, atol=1e-6)
 
 
+def test_sequences_of_equal_length_equal_hmmlearn(gaussian_data):
+    """Three sequences of 100 steps as a plate (no padding: the time-homogeneous path)
+    = hmmlearn's fit of the concatenation with ``lengths``."""
+    x, _ = gaussian_data
+    reference = _gaussian_learner()
+    init = _gaussian_start(reference)
+    expected = _baum_welch(reference, x, [100, 100, 100])
+    result = em.fit(hmm.gaussian, jnp.asarray(x[:, 0].reshape(3, 100)), K, rng_key=jax.random.PRNGKey(0), init=init,
+                    priors=False, max_iter=NUM_ITER, tol=0)
+    np.testing.assert_allclose(result.history[:NUM_ITER], expected, rtol=1e-6)
+    np.testing.assert_allclose(result.params["initial"], reference.startprob_, atol=1e-6)
+    np.testing.assert_allclose(result.params["transition"], reference.transmat_, atol=1e-6)
+
+
 def test_viterbi_path_equals_hmmlearn_decode(gaussian_data):
     x, _ = gaussian_data
     reference = _gaussian_reference()
