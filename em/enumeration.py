@@ -29,7 +29,7 @@ from numpyro.contrib.funsor import config_enumerate, enum, plate_to_enum_plate
 from numpyro.contrib.funsor import trace as packed_trace
 from numpyro.handlers import substitute
 
-from em import partly_observed
+from em import families, partly_observed
 from em.chain import PREVIOUS_PREFIX, Chain, aligned, chain_of, log_normaliser, max_log_normaliser
 from em.masking import unwrap
 from em.sites import ModelSites, inspect_model, model_trace
@@ -62,15 +62,10 @@ def log_prob_shape(site) -> tuple:
     return jnp.broadcast_shapes(tuple(site["fn"].batch_shape), value_batch)
 
 
-def site_log_prob(site, enumerated: bool, base_log_prob=None):
-    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K).
-
-    ``base_log_prob``, when given, is log p of the unmasked distribution at the site's
-    value, computed another (exact) way.
-    """
+def site_log_prob(site, enumerated: bool):
+    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K)."""
     d, mask = unwrap(site["fn"])
-    if base_log_prob is None:
-        base_log_prob = d.log_prob(site["value"])
+    base_log_prob = families.log_prob(d, site["value"])
     masked_value = 0.0
     if enumerated:
         masked_value = -jnp.log(site["fn"].enumerate_support(expand=False).shape[0])
@@ -105,12 +100,11 @@ def layout(trace, sites: ModelSites) -> tuple:
     return tuple(factors)
 
 
-def log_probs(trace, factors, base_log_probs=None) -> dict:
+def log_probs(trace, factors) -> dict:
     """The log-probability tensor of each factor, by site name."""
-    base_log_probs = base_log_probs or {}
     return {
         f.name: partly_observed.evidence(trace[f.name], trace[f.evidence_for]) if f.evidence_for
-        else site_log_prob(trace[f.name], f.enumerated, base_log_probs.get(f.name))
+        else site_log_prob(trace[f.name], f.enumerated)
         for f in factors
     }
 
@@ -217,10 +211,26 @@ def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = 
     (pointwise log-likelihood; the entries sum to the log evidence when every latent
     lies inside the plate). With ``maximise``, max_Z instead of Σ_Z (its gradient is
     one on the most probable assignment's cells).
+
+    Impossible cells (log f = -inf) enter as a huge finite negative number, and a
+    result that contains one is -inf again. Where every cell of a slice is impossible
+    (a datum's genotypes given one allele, say), log-sum-exp over it would be -inf with
+    a NaN gradient (exp(-inf - -inf)), which would spread into every posterior weight;
+    floored, its gradient is finite and carries weight zero, as it should.
     """
+    dtype = jnp.result_type(*log_probs.values(), float)
+    floor = _impossible(dtype)
+    log_probs = {name: jnp.maximum(lp, floor) for name, lp in log_probs.items()}
     latents = frozenset(f.name for f in layout if f.enumerated)
     chain = chain_of(layout)
     if chain is not None:
-        return _contract_chain(chain, layout, log_probs, latents, keep, maximise)
-    kept = frozenset() if keep is None else frozenset({keep})
-    return _funsor_contract(layout, log_probs, latents, kept, maximise).data
+        result = _contract_chain(chain, layout, log_probs, latents, keep, maximise)
+    else:
+        kept = frozenset() if keep is None else frozenset({keep})
+        result = _funsor_contract(layout, log_probs, latents, kept, maximise).data
+    return jnp.where(result > floor / 2, result, -jnp.inf)
+
+
+def _impossible(dtype):
+    """The finite stand-in for log 0 inside a contraction (see :func:`contract`)."""
+    return -jnp.finfo(dtype).max * 1e-8

@@ -13,8 +13,7 @@ mixture component's density along the data plate):
   are summed along them once;
 - if only the value varies and the family has sufficient statistics
   (:mod:`em.families`), the weighted statistics Σ w T(x) replace the data, so the
-  M-step never sees the data again (and the E-step's log-probabilities are one
-  matrix product of statistics and coefficients);
+  M-step never sees the data again;
 - otherwise (no family, or parameters that vary with the data such as a regression's
   mean) the weights are kept whole and the M-step evaluates log f_θ on the data.
 """
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from em import enumeration
+from em.boundary import hold_boundary
 from em.families import Family, family_of
 from em.masking import unwrap
 from em.sites import ModelSites
@@ -118,20 +118,6 @@ def _centred_statistics(site, family: Family):
     return family.statistics(jnp.where(valid, value - shift, 0.0)), shift
 
 
-def _family_log_prob(site, site_plan: SitePlan, statistics, shift):
-    """log p(value | φ) as Σ_j c_j(φ) T_j(value), over the site's log-prob shape."""
-    d, _ = unwrap(site["fn"])
-    ndim = len(enumeration.log_prob_shape(site))
-    coefficients = site_plan.family.coefficients(d, shift)
-    if not site_plan.family.impossible:
-        return _broadcast_einsum(statistics, coefficients, ndim, (), True, True, False)
-    # 0 * -inf is NaN: sum the finite terms, and mark -inf where a statistic meets one.
-    possible = coefficients > -jnp.inf
-    finite = _broadcast_einsum(statistics, jnp.where(possible, coefficients, 0.0), ndim, (), True, True, False)
-    hits = _broadcast_einsum(statistics != 0, (~possible).astype(finite.dtype), ndim, (), True, True, False)
-    return jnp.where(hits > 0, -jnp.inf, finite)
-
-
 def _effective_weights(site, weights):
     """Posterior weights with the mask and scale of the site folded in."""
     _, mask = unwrap(site["fn"])
@@ -168,11 +154,11 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
         site, site_plan, summary = trace[factor.name], plans[factor.name], summaries[factor.name]
         d, _ = unwrap(site["fn"])
         if site_plan.family is not None:
-            coefficients = site_plan.family.coefficients(d, summary.shift)
+            coefficients = hold_boundary(d, lambda d: site_plan.family.coefficients(d, summary.shift), trailing=1)
             coefficients = jnp.reshape(coefficients, _padded(coefficients.shape, summary.total.ndim))
             total = total + _safe_weighted(summary.total, coefficients)
         else:
-            total = total + _safe_weighted(summary, d.log_prob(site["value"]))
+            total = total + _safe_weighted(summary, hold_boundary(d, lambda d: d.log_prob(site["value"])))
     return total
 
 
@@ -193,8 +179,11 @@ def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool) -> E
     layout = enumeration.layout(trace, sites)
     plans = plan(trace, layout, use_statistics)
     statistics = statistics_of(trace, layout, plans)
-    base = {name: _family_log_prob(trace[name], plans[name], *stats) for name, stats in statistics.items()}
-    log_probs = enumeration.log_probs(trace, layout, base)
+    # log f from each distribution's own log_prob, not from Σ_j c_j(φ) T_j(x): with a tiny
+    # scale or data far from the shift that sum cancels catastrophically (a reported
+    # log-likelihood of +1805 where log p(x | θ) was -102.8), and it is what is reported,
+    # compared to stop, and used to rank restarts.
+    log_probs = enumeration.log_probs(trace, layout)
     log_likelihood, weights = jax.value_and_grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
     summaries = summarise(trace, layout, weights, plans, statistics)
     return EStep(log_likelihood, enumeration.log_prior(trace, sites), summaries)

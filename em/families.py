@@ -6,8 +6,9 @@ constants), so for weights w_n and parameters φ shared by the data,
     Σ_n w_n log p(x_n | φ) = Σ_j c_j(φ) · (Σ_n w_n T_j(x_n)).
 
 The weighted sums on the right are computed once per E-step; the M-step then never
-touches the data again, and the E-step itself gets log p(x_n | φ_k) for all n, k as
-one matrix product. ``statistics(x)`` has the value's batch shape plus one trailing
+touches the data again. (The E-step's own log p(x_n | φ_k) comes from the
+distribution's ``log_prob``: as a sum over statistics it cancels catastrophically
+when a scale is tiny or the data lie far from the shift.) ``statistics(x)`` has the value's batch shape plus one trailing
 axis of size S; ``coefficients(dist, shift)`` has the distribution's batch shape plus
 the same axis. For a location family (Normal, MultivariateNormal), log p(x | loc) =
 log p(x - a | loc - a): the statistics are taken of x - a, a the data mean, so that
@@ -18,6 +19,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammaln
 from numpyro import distributions as dist
 
@@ -26,7 +28,6 @@ class Family(NamedTuple):
     statistics: Callable  # x -> T(x), shape batch + (S,)
     coefficients: Callable  # (distribution, shift) -> c(φ), shape batch + (S,)
     location: bool = False  # statistics are of x - shift
-    impossible: bool = False  # coefficients may be -inf (probabilities exactly zero)
 
 
 def _normal_statistics(x):
@@ -61,6 +62,47 @@ def _mvn_coefficients(d, shift):
     return jnp.concatenate([constant[..., None], precision_loc, flat], axis=-1)
 
 
+def _mvn_log_prob(d, x):
+    """log N(x | loc, L Lᵀ) for every pair of a parameter cell and a value cell, from the
+    whitened residuals L⁻¹(x - a) - L⁻¹(loc - a), a the values' mean: one matrix product
+    (NumPyro's log_prob solves a triangular system per pair: 3-4 times slower here), and
+    no cancellation of squares (the sufficient statistics' route loses every digit when
+    a component's scale is tiny)."""
+    dim = d.event_shape[-1]
+    batch = d.batch_shape
+    tril_inv = jax.scipy.linalg.solve_triangular(
+        jnp.broadcast_to(d.scale_tril, batch + (dim, dim)), jnp.broadcast_to(jnp.eye(dim), batch + (dim, dim)), lower=True
+    ).reshape(-1, dim, dim)
+    values = jnp.reshape(x, (-1, dim))
+    shift = jnp.nanmean(jnp.where(jnp.isfinite(values), values, jnp.nan), axis=0)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    loc = jnp.broadcast_to(d.loc, batch + (dim,)).reshape(-1, dim) - shift
+    cells = tril_inv.shape[0]
+    whitened = (values - shift) @ jnp.transpose(tril_inv, (2, 0, 1)).reshape(dim, cells * dim)
+    residual = whitened.reshape(-1, cells, dim) - jnp.einsum("bij,bj->bi", tril_inv, loc)
+    half_log_det = -jnp.sum(jnp.log(jnp.diagonal(tril_inv, axis1=-2, axis2=-1)), -1)
+    log_prob = -0.5 * jnp.sum(residual * residual, -1) - half_log_det - 0.5 * dim * jnp.log(2 * jnp.pi)
+    return log_prob  # (value cells, parameter cells)
+
+
+def log_prob(d, x):
+    """``d.log_prob(x)``, by a faster exact route where there is one: a multivariate normal
+    whose parameter and value batch shapes broadcast as an outer product (a mixture's
+    components against its data)."""
+    if type(d) is dist.MultivariateNormal:
+        value_batch = jnp.shape(x)[:-1]
+        ndim = max(len(d.batch_shape), len(value_batch))
+        params = (1,) * (ndim - len(d.batch_shape)) + tuple(d.batch_shape)
+        values = (1,) * (ndim - len(value_batch)) + tuple(value_batch)
+        if all(p == 1 or v == 1 for p, v in zip(params, values)):
+            value_axes = [a for a in range(ndim) if values[a] > 1]
+            param_axes = [a for a in range(ndim) if params[a] > 1]
+            table = jnp.reshape(_mvn_log_prob(d, x), [values[a] for a in value_axes] + [params[a] for a in param_axes])
+            table = jnp.transpose(table, np.argsort(value_axes + param_axes))
+            return jnp.reshape(table, jnp.broadcast_shapes(params, values))
+    return d.log_prob(x)
+
+
 def _poisson_statistics(x):
     return jnp.stack([x, jnp.ones_like(x), gammaln(x + 1)], axis=-1)
 
@@ -83,13 +125,13 @@ def _finite_discrete(d) -> Family | None:
     def coefficients(d, shift):
         return jnp.moveaxis(d.log_prob(d.enumerate_support(expand=False)), 0, -1)
 
-    return Family(statistics, coefficients, impossible=True)
+    return Family(statistics, coefficients)
 
 
 _REGISTRY = {
     dist.Normal: Family(_normal_statistics, _normal_coefficients, location=True),
     dist.MultivariateNormal: Family(_mvn_statistics, _mvn_coefficients, location=True),
-    dist.Poisson: Family(_poisson_statistics, _poisson_coefficients, impossible=True),
+    dist.Poisson: Family(_poisson_statistics, _poisson_coefficients),
 }
 
 
@@ -107,7 +149,6 @@ def _independent(d) -> Family | None:
         lambda x: flatten(inner.statistics(x)),
         lambda d, shift: flatten(inner.coefficients(d.base_dist, shift)),
         inner.location,
-        inner.impossible,
     )
 
 

@@ -5,14 +5,21 @@ bijection NumPyro's ``biject_to`` gives for each site's constraint, minimising t
 scaled objective f(u) = -Q(T(u)) / max(1, |Q(T(u_t))|) inside ``lax.while_loop``.
 
 By default (up to ``NEWTON_MAX_PARAMS`` unconstrained reals) that is Newton's
-method: the Hessian of f, its eigenvalues replaced by their absolute values (so the
-step always descends, also away from the optimum), and a backtracking line search.
-Q is cheap once the E-step has summarised the data, and its conditioning can be
-poor (a transition row seen 25,000 times beside an initial state seen once: L-BFGS
-then took 1,000 steps on a 4-state HMM where Newton takes 7). It stops once the
-gradient norm is below ``tol``, or the gain it predicts, -g·d / 2, is below the
-rounding of f (after that last step), and otherwise never moves uphill. Otherwise, or when ``optimizer`` is given,
-an optax ``GradientTransformation`` runs until the gradient norm is below ``tol``.
+method in a trust region: the Hessian of f with its eigenvalues replaced by their
+absolute values (so the step always descends, also away from the optimum), damped
+(Levenberg-Marquardt) so that the step stays inside a ball in coordinates scaled by
+max(1, |u_i|), whose radius doubles while the quadratic model predicts f well and
+shrinks when it does not; a step that does not lower f is never taken. Q is cheap
+once the E-step has summarised the data, and its conditioning can be poor (a
+transition row seen 25,000 times beside an initial state seen once: L-BFGS then
+took 1,000 steps on a 4-state HMM where Newton takes 7). The trust region matters
+where Q is flat in the unconstrained space: a mixture weight's logit, whose plain
+Newton step went from 4.6 to -44.9 and then to +55,680 (weights (1, 2e-16)) while
+the locations' gain hid the loss from a line search on the whole step. It stops once
+the gradient norm is below ``tol``, or the gain the full Newton step predicts is
+below the rounding of f (after taking that step). Otherwise, or when ``optimizer``
+is given, an optax ``GradientTransformation`` runs until the gradient norm is below
+``tol``.
 
 EM's monotonicity needs only Q(θ_{t+1}) ≥ Q(θ_t): if an optax optimiser ends lower
 than it started (a poor user-supplied one), the M-step keeps θ_t.
@@ -72,44 +79,77 @@ def _newton(loss, init_params, max_steps, tol, dtype):
     flat_loss = jax.jit(lambda v: loss(unravel(v)))
     value_and_grad = jax.value_and_grad(flat_loss)
 
-    def direction(v):
+    def derivatives(v):
         # value, gradient and Hessian from one forward-over-reverse pass (one copy of Q to compile)
         tangents = jnp.eye(flat.shape[0], dtype=dtype)
         (value, grad), (_, hessian) = jax.vmap(
             lambda t: jax.jvp(value_and_grad, (v,), (t,)), out_axes=((None, None), (0, 0))
         )(tangents)
-        eigenvalues, vectors = jnp.linalg.eigh(hessian)
-        curvature = jnp.maximum(jnp.abs(eigenvalues), rounding * jnp.max(jnp.abs(eigenvalues)))
-        return value, grad, -vectors @ ((vectors.T @ grad) / curvature)
+        return value, grad, hessian
 
     def body(carry: _NewtonCarry) -> _NewtonCarry:
-        value, grad, step = direction(carry.params)  # Newton's step does not depend on f's scale
+        value, grad, hessian = derivatives(carry.params)
         scale = jnp.where(carry.step == 0, jnp.maximum(1.0, jnp.abs(value)), carry.scale)
-        slope = grad @ step
+        # The trust region is a ball in coordinates scaled by max(1, |v_i|): each
+        # coordinate may move by about its own size (at least 1) times the radius.
+        size = jnp.maximum(1.0, jnp.abs(carry.params))
+        eigenvalues, vectors = jnp.linalg.eigh(size[:, None] * hessian * size[None, :])
+        curvature = jnp.maximum(jnp.abs(eigenvalues), rounding * jnp.max(jnp.abs(eigenvalues)))
+        along = vectors.T @ (size * grad)  # the scaled gradient in the eigenbasis
 
-        def too_long(search):
-            length, trial = search
-            return ~(trial <= value + 1e-4 * length * slope) & (length > 1e-10)
+        def step_of(damping):  # (B + damping I) d = -g in the scaled eigenbasis; predicted gain
+            d = -along / (curvature + damping)
+            return size * (vectors @ d), -(along @ d + 0.5 * (curvature * d) @ d), jnp.linalg.norm(d)
 
-        def shorter(search):  # the first call tries the full step
-            length, _ = search
-            return length / 2, flat_loss(carry.params + length / 2 * step)
+        newton, newton_gain, newton_length = step_of(0.0)
+        # Once the predicted gain is below f's rounding, a trial sees only noise: the last
+        # full Newton step (quadratic convergence) brings θ to the optimum's rounding.
+        final = newton_gain <= rounding * jnp.maximum(1.0, jnp.abs(value))
 
-        length, trial = jax.lax.while_loop(too_long, shorter, (jnp.full((), 2.0, dtype), jnp.full((), jnp.inf, dtype)))
-        moved = trial <= value
-        # Once the predicted gain is below f's rounding, a line search sees only noise: the
-        # last full step (quadratic convergence) brings θ to the optimum's rounding.
-        final = -slope / 2 <= rounding * jnp.maximum(1.0, jnp.abs(value))
-        params = jnp.where(final, carry.params + step, jnp.where(moved, carry.params + length * step, carry.params))
+        def rejected(search):
+            radius, _, gain, trial, _ = search
+            return ~(trial < value) & (radius > rounding) & ~final
+
+        def try_radius(search):
+            radius = search[0]
+            damping = _damping_for(along, curvature, radius, newton_length)
+            step, gain, length = step_of(damping)
+            trial = flat_loss(carry.params + step)
+            shrunk = jnp.where(trial < value, radius, 0.25 * jnp.minimum(radius, length))
+            return shrunk, step, gain, trial, length
+
+        nothing = (carry.radius, jnp.zeros_like(flat), jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype), jnp.zeros((), dtype))
+        radius, step, gain, trial, length = jax.lax.while_loop(rejected, try_radius, try_radius(nothing))
+        moved = trial < value
+        agreement = (value - trial) / jnp.maximum(gain, jnp.finfo(dtype).tiny)
+        radius = jnp.where(moved & (agreement > 0.75) & (length > 0.99 * radius), 2 * radius, radius)
+        radius = jnp.where(moved & (agreement < 0.25), 0.25 * length, radius)
+        params = jnp.where(final, carry.params + newton, jnp.where(moved, carry.params + step, carry.params))
         done = (jnp.linalg.norm(grad) <= tol * scale) | final | ~moved
-        return _NewtonCarry(params, carry.step + 1, done, scale)
+        return _NewtonCarry(params, carry.step + 1, done, scale, radius)
 
     def cond(carry: _NewtonCarry):
         return (carry.step < max_steps) & ~carry.done
 
-    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype))
+    one = jnp.ones((), dtype)
+    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool), one, one)
     final = unravel(jax.lax.while_loop(cond, body, start).params)
     return jax.tree_util.tree_map(lambda old, new: new, init_params, final)  # init_params' dict order
+
+
+def _damping_for(along, curvature, radius, newton_length, iterations: int = 30):
+    """The λ ≥ 0 at which the step -along / (curvature + λ) has length ``radius``: 0 when the
+    Newton step is shorter; else Newton's method on 1/‖d(λ)‖ - 1/radius (Moré and Sorensen,
+    1983), which rises monotonically to the root from λ = 0."""
+
+    def refine(_, damping):
+        d = along / (curvature + damping)
+        length = jnp.linalg.norm(d)
+        slope = jnp.sum(d * d / (curvature + damping))
+        return damping + (length**2 / slope) * (length - radius) / radius
+
+    damping = jax.lax.fori_loop(0, iterations, refine, jnp.zeros_like(radius))
+    return jnp.where(newton_length <= radius, 0.0, jnp.maximum(damping, 0.0))
 
 
 class _NewtonCarry(NamedTuple):
@@ -117,6 +157,7 @@ class _NewtonCarry(NamedTuple):
     step: jax.Array
     done: jax.Array
     scale: jax.Array  # max(1, |f|) at the start: the gradient tolerance is relative to it
+    radius: jax.Array  # the trust region's radius, in the scaled coordinates
 
 
 def _optax(loss, init_params, optimizer, max_steps, tol, dtype):
