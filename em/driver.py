@@ -6,6 +6,7 @@ after ``max_iter`` iterations, or once the objective ℓ changes by at most
 ``tol · |ℓ_{t}|`` (relative change; ``tol=0`` disables the test).
 """
 
+import warnings
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
+from em.masking import unwrap
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -46,13 +48,61 @@ class _LoopState(NamedTuple):
     iteration: jax.Array
     history: jax.Array
     converged: jax.Array
+    finite: dict  # per parameter site and per summarised site: whether all its values are finite
+
+
+class _Checks(NamedTuple):
+    """What the compiled fit reports about itself, for :func:`fit` to raise or warn on."""
+
+    finite: dict  # per restart, as in _LoopState.finite (all True for a healthy fit)
+    failed: jax.Array  # per restart: stopped on a non-finite value
+    failed_at: jax.Array  # per restart: the iteration at which it did
+    collapsed: dict  # per continuous observed site of the best fit: cells' variance / data's
 
 
 def _objective(e: estep.EStep, use_priors: bool):
     return e.log_likelihood + e.log_prior if use_priors else e.log_likelihood
 
 
-def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)] or [jnp.array(True)]))
+
+
+def _finite_flags(unconstrained: dict, e: estep.EStep, use_priors: bool) -> dict:
+    flags = {name: _all_finite(u) for name, u in unconstrained.items()}
+    flags.update({name: _all_finite(summary) for name, summary in e.summaries.items()})
+    flags[OBJECTIVE] = jnp.isfinite(_objective(e, use_priors))
+    return flags
+
+
+OBJECTIVE = "(objective)"  # the key of the objective's flag among the sites' flags
+
+
+def _relative_variances(trace, sites) -> dict:
+    """Per continuous observed site: min over its cells of the fitted variance divided by
+    the variance of its observed values (a component collapsed onto data points: ~0)."""
+    ratios = {}
+    for name in sites.observed:
+        site = trace.get(name)
+        if site is None or site["fn"].support.is_discrete:
+            continue
+        d, mask = unwrap(site["fn"])
+        try:
+            variance = jnp.asarray(d.variance)
+        except (NotImplementedError, AttributeError):
+            continue
+        value = jnp.asarray(site["value"], variance.dtype)
+        counted = jnp.broadcast_to(jnp.reshape(jnp.asarray(mask), jnp.shape(mask) + (1,) * d.event_dim), value.shape)
+        counted = counted & jnp.isfinite(value)
+        axes = tuple(range(value.ndim - d.event_dim))
+        count = jnp.maximum(jnp.sum(counted, axes), 1)
+        mean = jnp.sum(jnp.where(counted, value, 0.0), axes) / count
+        spread = jnp.sum(jnp.where(counted, (value - mean) ** 2, 0.0), axes) / count
+        ratios[name] = jnp.min(variance / jnp.where(spread > 0, spread, 1.0))
+    return ratios
+
+
+def _fit(config: _Config, dynamic, init: dict, rng_key):
     args, kwargs = _arguments.join(config.arguments, dynamic)
     model = config.model
     sites = inspect_model(model_trace(model, args, kwargs))
@@ -75,22 +125,29 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
     def initial_state(key) -> _LoopState:
         # The start is iteration -1 of the loop, so that the loop's own M- and E-step are
         # the only copies compiled. With every parameter given, its M-step is skipped;
-        # a random start's M-step reads random posterior weights instead of an E-step's.
+        # a random start's M-step reads random posterior weights instead of an E-step's,
+        # and begins at a prior draw of its own (the param sites at their initial values).
+        prior_key, summary_key = jax.random.split(key)
         params = constrain(sites, start)
         template = jax.eval_shape(e_step, params)
         if fixed_start:
             summaries = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), template.summaries)
+            u = start
         else:
-            summaries = initialisation.random_summaries(key, trace_at, sites, params, config.use_statistics)
+            summaries = initialisation.random_summaries(summary_key, trace_at, sites, params, config.use_statistics)
+            u = {**start, **unconstrain(sites, {**params, **initialisation.prior_draw(prior_key, model, sites, args, kwargs)})}
         placeholder = estep.EStep(
             jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries
         )
         history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
-        return _LoopState(start, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool))
+        flags = _finite_flags(u, placeholder, config.use_priors)
+        return _LoopState(u, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool), flags)
+
+    def failed(s: _LoopState):
+        return ~jnp.all(jnp.stack(list(s.finite.values())))
 
     def cond(s: _LoopState):
-        finite = jnp.isfinite(_objective(s.estep, config.use_priors))
-        return (s.iteration < config.max_iter) & ~s.converged & finite
+        return (s.iteration < config.max_iter) & ~s.converged & ~failed(s)
 
     def body(s: _LoopState) -> _LoopState:
         starting = s.iteration < 0
@@ -105,42 +162,80 @@ def _fit(config: _Config, dynamic, init: dict, rng_key) -> EMResult:
         change_small = jnp.abs(current - previous) <= config.tol * jnp.abs(previous)
         converged = (config.tol > 0) & ~starting & change_small
         history = s.history.at[s.iteration + 1].set(current)
-        return _LoopState(u, new, s.iteration + 1, history, converged)
+        return _LoopState(u, new, s.iteration + 1, history, converged, _finite_flags(u, new, config.use_priors))
 
-    def run(key) -> EMResult:
+    def run(key):
         final = jax.lax.while_loop(cond, body, initial_state(key))
-        return EMResult(
+        result = EMResult(
             params=constrain(sites, final.unconstrained),
             log_likelihood=final.estep.log_likelihood,
             objective=_objective(final.estep, config.use_priors),
             history=final.history,
             num_iter=final.iteration,
-            converged=final.converged,
+            converged=final.converged & ~failed(final),
+            num_failed=failed(final).astype(jnp.int32),
         )
+        return result, final.finite, failed(final)
 
     if config.num_restarts == 1:
-        return run(rng_key)
-    results = jax.vmap(run)(jax.random.split(rng_key, config.num_restarts))
-    best = jnp.argmax(jnp.where(jnp.isfinite(results.objective), results.objective, -jnp.inf))
-    return jax.tree_util.tree_map(lambda x: x[best], results)
+        result, finite, failures = jax.tree_util.tree_map(lambda x: x[None], run(rng_key))
+    else:
+        result, finite, failures = jax.vmap(run)(jax.random.split(rng_key, config.num_restarts))
+    # Failed restarts are never the best, unless every one failed.
+    best = jnp.argmax(jnp.where(~failures & jnp.isfinite(result.objective), result.objective, -jnp.inf))
+    best_result = jax.tree_util.tree_map(lambda x: x[best], result)._replace(num_failed=jnp.sum(failures))
+    return best_result, _after_fit(sites, trace_at, best_result, finite, failures, result.num_iter)
+
+
+def _after_fit(sites, trace_at, result: EMResult, finite, failures, stopped_at) -> _Checks:
+    """Checks of the best fit: collapsed continuous densities."""
+    trace = trace_at(result.params)
+    collapsed = _relative_variances(trace, sites)
+    return _Checks(finite, failures, stopped_at, collapsed)
 
 
 _fit_compiled = compilation.jit(_fit, static_argnums=0)
 
 
-def _raise_if_not_finite(result: EMResult):
-    finite_params = all(np.all(np.isfinite(np.asarray(v))) for v in result.params.values())
-    if np.isfinite(np.asarray(result.objective)) and finite_params:
-        return
-    history = np.asarray(result.history)
-    finite = np.isfinite(history)
-    last = int(np.max(np.where(finite, np.arange(history.shape[0]), -1)))
-    raise EMNumericalError(
-        f"EM reached a non-finite objective or parameter at iteration {last + 1} "
-        f"(last finite objective {float(history[last]) if last >= 0 else float('nan')}). "
-        "A component may have collapsed onto a single point or lost all its data: try "
-        "other starting values, more restarts, or priors on the parameters (MAP-EM)."
-    )
+class EMWarning(UserWarning):
+    """A fit that is returned but may not be what was wanted: a collapsed component, or
+    restarts that failed numerically."""
+
+
+def _bad_sites(finite: dict) -> list:
+    return [name for name, ok in finite.items() if not ok]
+
+
+def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
+    """Raise or warn, naming sites, on what the compiled fit found (see :class:`_Checks`)."""
+    failed = np.asarray(checks.failed)
+    if failed.any():
+        first = int(np.argmax(failed))
+        names = _bad_sites({k: bool(np.asarray(v)[first]) for k, v in checks.finite.items()})
+        where = f"at iteration {int(np.asarray(checks.failed_at)[first])}, in {', '.join(repr(n) for n in names)}"
+        advice = (
+            "A component may have collapsed onto data points or lost all its data (an unbounded "
+            "likelihood): put a prior on its scale or weight (MAP-EM: a sample site with a prior instead "
+            "of a param site), use fewer components, or try other starts."
+        )
+        if failed.all():
+            raise EMNumericalError(
+                f"EM reached a non-finite value (NaN or inf) {where}"
+                + (f" (all {num_restarts} restarts failed)" if num_restarts > 1 else "") + f". {advice}"
+            )
+        warnings.warn(
+            f"{int(failed.sum())} of {num_restarts} restarts reached a non-finite value (the first {where}) "
+            f"and were left out of the best. {advice}", EMWarning, stacklevel=3,
+        )
+    eps = np.finfo(np.asarray(result.log_likelihood).dtype).eps
+    for name, ratio in checks.collapsed.items():
+        if float(ratio) < eps:
+            warnings.warn(
+                f"Observed site '{name}': a fitted cell's variance is {float(ratio):.2g} times the variance "
+                "of the data, a component collapsed onto data points (the likelihood grows without bound "
+                "there, so this is not a proper maximum). Put a prior on the scale (MAP-EM), use fewer "
+                "components, or try other starts.", EMWarning, stacklevel=3,
+            )
 
 
 def fit(
@@ -216,9 +311,9 @@ def fit(
         model, static, int(max_iter), float(tol), int(num_restarts), bool(priors),
         bool(sufficient_statistics), optimizer, int(m_step_max_steps), m_step_tol, tuple(sorted(init)),
     )
-    result = _fit_compiled(config, dynamic, {k: jnp.asarray(v) for k, v in init.items()}, rng_key)
-    if concrete:
-        _raise_if_not_finite(result)
+    result, checks = _fit_compiled(config, dynamic, {k: jnp.asarray(v) for k, v in init.items()}, rng_key)
+    if concrete and _checks.is_concrete(result):
+        _report(checks, result, sites, num_restarts)
     return result
 
 

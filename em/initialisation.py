@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+from numpyro import handlers
 
 from em import enumeration, estep
 from em.masking import unwrap
+from em.partly_observed import PartlyObserved
 from em.sites import ModelSites
 
 
@@ -54,7 +56,7 @@ def _spread_rows(key, features, num_anchors: int):
     keys = jax.random.split(key, num_anchors)
     first = jax.random.randint(keys[0], (), 0, features.shape[0])
     nearest = jnp.sum((features - features[first]) ** 2, axis=1)
-    chosen = jnp.zeros(num_anchors, jnp.int32).at[0].set(first)
+    chosen = jnp.zeros(num_anchors, first.dtype).at[0].set(first)
 
     def choose(j, carry):
         chosen, nearest = carry
@@ -107,6 +109,12 @@ def _anchor_scales(anchors: dict, num_anchors: int) -> dict:
         scale = jnp.full(size, 0.5 * num_anchors / (size - num_anchors)).at[rows].set(1.0)
         scales[name] = (dim, scale)
     return scales
+
+
+def prior_draw(key, model, sites: ModelSites, args, kwargs) -> dict:
+    """A draw from the prior of every sample site of θ, from ``key`` (each restart its own)."""
+    trace = handlers.trace(handlers.seed(PartlyObserved(model), rng_seed=key)).get_trace(*args, **kwargs)
+    return {p.name: trace[p.name]["value"] for p in sites.params if p.has_prior}
 
 
 def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):

@@ -17,7 +17,12 @@ class EMResult(NamedTuple):
       history: the objective at θ_0, θ_1, ...; shape (max_iter + 1,), NaN after
         ``num_iter``.
       num_iter: number of EM iterations (M-steps) done.
-      converged: whether the stopping rule was met before ``max_iter``.
+      converged: whether the stopping rule was met before ``max_iter`` (False for a
+        fit stopped by a non-finite value).
+      num_failed: how many restarts stopped on a non-finite value (NaN or ±inf in a
+        parameter, an E-step summary or the objective); they are never returned as the
+        best unless all failed. :func:`em.fit` raises ``EMNumericalError`` when every
+        restart failed, and warns when some did.
     """
 
     params: dict
@@ -26,6 +31,7 @@ class EMResult(NamedTuple):
     history: jax.Array
     num_iter: jax.Array
     converged: jax.Array
+    num_failed: jax.Array = 0
 
 
 class Posterior(NamedTuple):

@@ -1,0 +1,184 @@
+"""Fits that used to come back wrong and 'converged': each is now right, or says why not.
+
+Models are written from their textbook descriptions; reference numbers come from the
+published analyses or from closed forms and independent numpy code.
+"""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.distributions import constraints
+
+import em
+from em.driver import EMWarning
+
+# ABO blood groups: alleles A, B, O (0, 1, 2); phenotypes A, B, AB, O (0, 1, 2, 3).
+ABO_PHENOTYPE = jnp.array([[0, 2, 0], [2, 1, 1], [0, 1, 3]])
+ABO_COUNTS = (186, 38, 13, 284)
+# Peppered moth: alleles C, I, T (0, 1, 2), dominance C > I > T; phenotypes
+# carbonaria, insularia, typica (0, 1, 2).
+MOTH_PHENOTYPE = jnp.array([[0, 0, 0], [0, 1, 1], [0, 1, 2]])
+MOTH_COUNTS = (85, 196, 341)
+
+
+def genotypes(y, table, num_phenotypes):
+    """Two latent alleles per individual, drawn from p; the phenotype is exactly
+    determined by them (a one-hot observation: most allele pairs are impossible)."""
+    p = numpyro.param("p", jnp.ones(3) / 3, constraint=constraints.simplex)
+    with numpyro.plate("people", y.shape[0]):
+        a1 = numpyro.sample("a1", dist.Categorical(p))
+        a2 = numpyro.sample("a2", dist.Categorical(p))
+        numpyro.sample("y", dist.Categorical(probs=jax.nn.one_hot(table[a1, a2], num_phenotypes)), obs=y)
+
+
+def phenotypes(counts):
+    return jnp.asarray(np.repeat(np.arange(len(counts)), counts))
+
+
+def test_abo_blood_groups_first_iterate_and_mle():
+    y = phenotypes(ABO_COUNTS)
+    start = {"p": jnp.array([0.3, 0.2, 0.5])}
+    first = em.fit(genotypes, y, ABO_PHENOTYPE, 4, rng_key=jax.random.PRNGKey(0), init=start, max_iter=1, tol=0)
+    np.testing.assert_allclose(first.params["p"], [0.232172, 0.055022, 0.712806], atol=1e-6)
+    fit = em.fit(genotypes, y, ABO_PHENOTYPE, 4, rng_key=jax.random.PRNGKey(0), init=start, max_iter=60, tol=0)
+    np.testing.assert_allclose(fit.params["p"], [0.2135909, 0.0501453, 0.7362637], atol=1e-7)
+    probs = em.posterior(genotypes, fit.params, y, ABO_PHENOTYPE, 4).probs
+    assert all(np.all(np.isfinite(v)) for v in probs.values())
+
+
+def test_peppered_moth_mle_from_a_random_start():
+    y = phenotypes(MOTH_COUNTS)
+    fit = em.fit(genotypes, y, MOTH_PHENOTYPE, 3, rng_key=jax.random.PRNGKey(1), max_iter=80, tol=0)
+    np.testing.assert_allclose(fit.params["p"], [0.07084, 0.18874, 0.74043], atol=5e-6)
+
+
+def zero_inflated_poisson(y, written_as_product):
+    pi = numpyro.param("pi", 0.5, constraint=constraints.unit_interval)
+    lam = numpyro.param("lam", 1.0, constraint=constraints.positive)
+    with numpyro.plate("data", y.shape[0]):
+        z = numpyro.sample("z", dist.Bernoulli(pi))
+        rate = lam * (1 - z) if written_as_product else jnp.where(z == 1, 0.0, lam)
+        numpyro.sample("y", dist.Poisson(rate), obs=y)
+
+
+@pytest.mark.parametrize("sufficient_statistics", [True, False])
+def test_zero_inflated_poisson_written_as_a_product_equals_its_where_form(sufficient_statistics):
+    y = jnp.array([0.0, 0.0, 1.0, 3.0, 0.0, 2.0, 0.0, 0.0, 5.0, 1.0])
+    fits = [
+        em.fit(zero_inflated_poisson, y, product, rng_key=jax.random.PRNGKey(0), init={"pi": 0.5, "lam": 1.0},
+               sufficient_statistics=sufficient_statistics, max_iter=300, tol=0)
+        for product in (True, False)
+    ]
+    assert fits[1].params["lam"] > 1.5  # it moved (the product form once stayed at its start)
+    for name in ("pi", "lam"):
+        np.testing.assert_allclose(fits[0].params[name], fits[1].params[name], rtol=1e-10)
+
+
+def mixture(x, K):
+    """The README's first example."""
+    weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(K)))
+    with numpyro.plate("components", K):
+        locs = numpyro.sample("locs", dist.Normal(0.0, 10.0))
+        scales = numpyro.param("scales", jnp.ones(K), constraint=constraints.positive)
+    with numpyro.plate("data", x.shape[0]):
+        z = numpyro.sample("z", dist.Categorical(weights))
+        numpyro.sample("x", dist.Normal(locs[z], scales[z]), obs=x)
+
+
+def readme_data():
+    return jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (200,)) - 3,
+                            jax.random.normal(jax.random.PRNGKey(1), (200,)) + 3])
+
+
+def map_em_reference(x, iterations=500):
+    """The README model's MAP by a plain numpy EM from the true split (flat Dirichlet,
+    Normal(0, 10) prior on the locations, no prior on the scales)."""
+    from scipy.stats import norm
+
+    x = np.asarray(x, np.float64)
+    w, mu, sd = np.array([0.5, 0.5]), np.array([-3.0, 3.0]), np.ones(2)
+    for _ in range(iterations):
+        log_joint = np.log(w) + norm.logpdf(x[:, None], mu, sd)
+        r = np.exp(log_joint - np.logaddexp.reduce(log_joint, 1, keepdims=True))
+        n = r.sum(0)
+        w, mu = n / n.sum(), (r * x[:, None]).sum(0) / (n + sd**2 / 100)
+        sd = np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / n)
+    return np.logaddexp.reduce(np.log(w) + norm.logpdf(x[:, None], mu, sd), 1).sum()
+
+
+def readme_keys_reached(num_restarts):
+    """How many of the keys 0..19 reach the README example's optimum (to 0.01 nats)."""
+    x = readme_data()
+    optimum = map_em_reference(x)
+    fits = [em.fit(mixture, x, 2, rng_key=jax.random.PRNGKey(k), num_restarts=num_restarts) for k in range(20)]
+    return sum(abs(float(f.log_likelihood) - optimum) < 0.01 for f in fits)
+
+
+def test_readme_example_reaches_its_optimum_from_every_key():
+    assert readme_keys_reached(4) == 20
+    assert readme_keys_reached(1) >= 19
+
+
+def test_readme_example_reaches_its_optimum_from_every_key_in_float32():
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from tests.em.test_reliability import readme_keys_reached\n"
+        "print(readme_keys_reached(4), readme_keys_reached(1))\n"
+    ) % str(Path(__file__).parents[2])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[-2]) == 20 and int(out[-1]) >= 19
+
+
+def test_reported_log_likelihood_is_exact_with_an_outlier():
+    # Σ c(φ) T(x) lost every digit here: +1805 reported where log p(x | θ) was -102.8.
+    x = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(4), (40,)), jnp.array([1e6])])
+    fit = em.fit(mixture, x, 2, rng_key=jax.random.PRNGKey(0), num_restarts=4)
+    exact = em.log_likelihood(mixture, fit.params, x, 2)
+    np.testing.assert_allclose(fit.log_likelihood, exact, rtol=1e-9)
+    from scipy.stats import norm
+
+    w, mu, sd = (np.asarray(fit.params[k]) for k in ("weights", "locs", "scales"))
+    by_scipy = np.logaddexp.reduce(np.log(w) + norm.logpdf(np.asarray(x)[:, None], mu, sd), 1).sum()
+    np.testing.assert_allclose(exact, by_scipy, rtol=1e-9)
+
+
+def test_fit_log_likelihood_and_posterior_inside_a_users_jit():
+    x = readme_data()
+
+    @jax.jit
+    def run(x, key):
+        fit = em.fit(mixture, x, 2, rng_key=key)
+        return fit.log_likelihood, em.log_likelihood(mixture, fit.params, x, 2), em.posterior(mixture, fit.params, x, 2).probs["z"]
+
+    reported, exact, probs = run(x, jax.random.PRNGKey(3))
+    np.testing.assert_allclose(reported, exact, rtol=1e-9)
+    np.testing.assert_allclose(reported, map_em_reference(x), atol=0.01)
+    np.testing.assert_allclose(jnp.sum(probs, -1), 1.0, atol=1e-12)
+
+
+def test_identical_data_warn_of_a_collapsed_component():
+    with pytest.warns(EMWarning, match="'x'.*collapsed"):
+        em.fit(mixture, jnp.ones(20), 2, rng_key=jax.random.PRNGKey(0))
+
+
+def broken_scale(x):
+    """A model whose density is NaN for scale < 1: EM must stop and say where."""
+    loc = numpyro.param("loc", 0.0)
+    scale = numpyro.param("scale", 2.0, constraint=constraints.positive)
+    with numpyro.plate("data", x.shape[0]):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        numpyro.sample("x", dist.Normal(loc + z, jnp.sqrt(scale - 1.0)), obs=x)
+
+
+def test_a_non_finite_fit_raises_naming_the_sites():
+    x = jnp.linspace(-1.0, 1.0, 30)
+    with pytest.raises(em.EMNumericalError, match="'x'"):
+        em.fit(broken_scale, x, rng_key=jax.random.PRNGKey(0), init={"loc": 0.0, "scale": 0.5})
