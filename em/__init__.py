@@ -7,7 +7,7 @@ and :func:`compare` puts the two side by side through ArviZ.
 """
 
 from em.comparison import Comparison, compare
-from em.driver import EMNumericalError, fit, log_likelihood
+from em.driver import EMNumericalError, EMWarning, fit, log_likelihood
 from em.inference_data import to_inference_data
 from em.information import Laplace, laplace
 from em.mcmc import run_nuts
@@ -19,6 +19,7 @@ __all__ = (
     "Comparison",
     "EMNumericalError",
     "EMResult",
+    "EMWarning",
     "Laplace",
     "Posterior",
     "compare",

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
-from em.masking import unwrap
+from em.masking import unwrap, value_mask
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -48,6 +48,7 @@ class _LoopState(NamedTuple):
     iteration: jax.Array
     history: jax.Array
     converged: jax.Array
+    change: jax.Array  # the objective's last change
     finite: dict  # per parameter site and per summarised site: whether all its values are finite
 
 
@@ -58,6 +59,7 @@ class _Checks(NamedTuple):
     failed: jax.Array  # per restart: stopped on a non-finite value
     failed_at: jax.Array  # per restart: the iteration at which it did
     collapsed: dict  # per continuous observed site of the best fit: cells' variance / data's
+    coincident: dict  # per latent of the best fit: (K, K) whether two values explain the data alike
 
 
 def _objective(e: estep.EStep, use_priors: bool):
@@ -86,13 +88,14 @@ def _relative_variances(trace, sites) -> dict:
         site = trace.get(name)
         if site is None or site["fn"].support.is_discrete:
             continue
-        d, mask = unwrap(site["fn"])
+        d, _ = unwrap(site["fn"])
         try:
             variance = jnp.asarray(d.variance)
         except (NotImplementedError, AttributeError):
             continue
         value = jnp.asarray(site["value"], variance.dtype)
-        counted = jnp.broadcast_to(jnp.reshape(jnp.asarray(mask), jnp.shape(mask) + (1,) * d.event_dim), value.shape)
+        mask = value_mask(site)
+        counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), value.shape)
         counted = counted & jnp.isfinite(value)
         axes = tuple(range(value.ndim - d.event_dim))
         count = jnp.maximum(jnp.sum(counted, axes), 1)
@@ -100,6 +103,44 @@ def _relative_variances(trace, sites) -> dict:
         spread = jnp.sum(jnp.where(counted, (value - mean) ** 2, 0.0), axes) / count
         ratios[name] = jnp.min(variance / jnp.where(spread > 0, spread, 1.0))
     return ratios
+
+
+def _stop(change, last_change, objective, tol):
+    """Whether EM has converged: the objective changed by at most ``tol · |ℓ|``, and so
+    would the rest of the way to its limit, estimated from the ratio r of the last two
+    changes as a geometric series (Aitken): change · r / (1 - r). Changes that grow
+    (r ≥ 1) are EM leaving a saddle, never converged; changes at ℓ's rounding are."""
+    rate = change / last_change
+    remaining = jnp.where((rate >= 0) & (rate < 1), change * rate / (1 - rate), jnp.where(rate >= 1, jnp.inf, 0.0))
+    bound = tol * jnp.abs(objective)
+    rounding = jnp.abs(change) <= 16 * jnp.finfo(jnp.result_type(objective)).eps * jnp.abs(objective)
+    return (jnp.abs(change) <= bound) & ((jnp.abs(remaining) <= bound) | rounding)
+
+
+def _coincident_values(layout, log_probs) -> dict:
+    """Per latent: which pairs of its values give every observed datum the same
+    log-density (to rounding) in every observed factor that depends on it: two
+    components fitted to the same data. A symmetric start stays there, a saddle point
+    that EM cannot leave (the objective is flat to second order along the split)."""
+    coincident = {}
+    for latent in (f for f in layout if f.enumerated):
+        pairs = None
+        for factor in layout:
+            if factor.enumerated or factor.evidence_for or latent.name not in factor.dim_to_name.values():
+                continue
+            log_prob = log_probs[factor.name]
+            axis = jnp.ndim(log_prob) + next(d for d, n in factor.dim_to_name.items() if n == latent.name)
+            values = jnp.moveaxis(log_prob, axis, -1)
+            values = jnp.reshape(values, (-1, values.shape[-1]))
+            finite = jnp.where(jnp.isfinite(values), values, 0.0)
+            difference = jnp.max(jnp.abs(finite[:, :, None] - finite[:, None, :]), axis=0)
+            scale = 1.0 + jnp.max(jnp.abs(finite))
+            same = difference <= 1e3 * jnp.finfo(values.dtype).eps * scale
+            same &= jnp.all(jnp.isfinite(values)[:, :, None] == jnp.isfinite(values)[:, None, :], axis=0)
+            pairs = same if pairs is None else pairs & same
+        if pairs is not None:
+            coincident[enumeration.outside_chain(latent.name)] = pairs & ~jnp.eye(pairs.shape[0], dtype=bool)
+    return coincident
 
 
 def _fit(config: _Config, dynamic, init: dict, rng_key):
@@ -141,7 +182,8 @@ def _fit(config: _Config, dynamic, init: dict, rng_key):
         )
         history = jnp.full(config.max_iter + 1, jnp.nan, jnp.result_type(float))
         flags = _finite_flags(u, placeholder, config.use_priors)
-        return _LoopState(u, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool), flags)
+        change = jnp.full((), jnp.inf, history.dtype)
+        return _LoopState(u, placeholder, -jnp.ones((), jnp.int32), history, jnp.zeros((), bool), change, flags)
 
     def failed(s: _LoopState):
         return ~jnp.all(jnp.stack(list(s.finite.values())))
@@ -159,10 +201,11 @@ def _fit(config: _Config, dynamic, init: dict, rng_key):
             u = {k: jnp.where(starting, named[k], v) if k in named else v for k, v in u.items()}
         new = e_step(constrain(sites, u))
         previous, current = _objective(s.estep, config.use_priors), _objective(new, config.use_priors)
-        change_small = jnp.abs(current - previous) <= config.tol * jnp.abs(previous)
-        converged = (config.tol > 0) & ~starting & change_small
+        converged = (config.tol > 0) & ~starting & _stop(current - previous, s.change, previous, config.tol)
         history = s.history.at[s.iteration + 1].set(current)
-        return _LoopState(u, new, s.iteration + 1, history, converged, _finite_flags(u, new, config.use_priors))
+        return _LoopState(
+            u, new, s.iteration + 1, history, converged, current - previous, _finite_flags(u, new, config.use_priors)
+        )
 
     def run(key):
         final = jax.lax.while_loop(cond, body, initial_state(key))
@@ -188,10 +231,11 @@ def _fit(config: _Config, dynamic, init: dict, rng_key):
 
 
 def _after_fit(sites, trace_at, result: EMResult, finite, failures, stopped_at) -> _Checks:
-    """Checks of the best fit: collapsed continuous densities."""
+    """Checks of the best fit: collapsed continuous densities, coinciding components."""
     trace = trace_at(result.params)
     collapsed = _relative_variances(trace, sites)
-    return _Checks(finite, failures, stopped_at, collapsed)
+    coincident = _coincident_values(*enumeration.data_factors(trace, sites))
+    return _Checks(finite, failures, stopped_at, collapsed, coincident)
 
 
 _fit_compiled = compilation.jit(_fit, static_argnums=0)
@@ -235,6 +279,15 @@ def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
                 "of the data, a component collapsed onto data points (the likelihood grows without bound "
                 "there, so this is not a proper maximum). Put a prior on the scale (MAP-EM), use fewer "
                 "components, or try other starts.", EMWarning, stacklevel=3,
+            )
+    for name, pairs in checks.coincident.items():
+        pairs = np.argwhere(np.triu(np.asarray(pairs)))
+        if len(pairs):
+            warnings.warn(
+                f"Latent site '{name}': its values {pairs[0].tolist()} give every datum the same density, two "
+                "components fitted to the same data. That is a saddle point, which EM does not leave from a "
+                "symmetric start: use random starts (leave these sites out of init) or more restarts.",
+                EMWarning, stacklevel=3,
             )
 
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from em import enumeration
 from em.boundary import hold_boundary
 from em.families import Family, family_of
-from em.masking import unwrap
+from em.masking import unwrap, value_mask
 from em.sites import ModelSites
 
 _LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -101,14 +101,9 @@ def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
 
 def _centred_statistics(site, family: Family):
     """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
-    d, mask = unwrap(site["fn"])
+    d, _ = unwrap(site["fn"])
     value = site["value"]
-    # A mask broadcast along the latents (NumPyro's scan does that) counts where any cell does.
-    mask = jnp.asarray(mask)
-    batch_ndim = jnp.ndim(value) - d.event_dim
-    value_batch = _padded(jnp.shape(value)[:batch_ndim], mask.ndim)
-    mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
-    mask = jnp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0):])
+    mask = value_mask(site)
     valid = jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:

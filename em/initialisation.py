@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from numpyro import handlers
 
 from em import enumeration, estep
-from em.masking import unwrap
+from em.masking import value_mask
 from em.partly_observed import PartlyObserved
 from em.sites import ModelSites
 
@@ -37,8 +37,8 @@ def _row_features(trace, layout, name: str, dim: int, size: int):
         axis = jnp.ndim(value) - site["fn"].event_dim + dim
         if axis < 0 or jnp.shape(value)[axis] != size:
             continue
-        _, mask = unwrap(site["fn"])
-        counted = jnp.broadcast_to(jnp.reshape(jnp.asarray(mask), jnp.shape(mask) + (1,) * site["fn"].event_dim), value.shape)
+        mask = value_mask(site)
+        counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * site["fn"].event_dim), value.shape)
         rows = jnp.reshape(jnp.moveaxis(value, axis, 0), (size, -1))
         valid = jnp.reshape(jnp.moveaxis(counted & jnp.isfinite(value), axis, 0), (size, -1))
         count = jnp.maximum(jnp.sum(valid, 0), 1)

@@ -18,7 +18,7 @@ import pytest
 from numpyro.distributions import constraints
 
 import em
-from em.driver import EMWarning
+from em import EMWarning
 
 # ABO blood groups: alleles A, B, O (0, 1, 2); phenotypes A, B, AB, O (0, 1, 2, 3).
 ABO_PHENOTYPE = jnp.array([[0, 2, 0], [2, 1, 1], [0, 1, 3]])
