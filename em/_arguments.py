@@ -20,6 +20,22 @@ def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
+def _plain(x):
+    """A NumPy integer or bool scalar as the Python value (a static argument, such as a
+    number of components); a pandas object or other array-like as a NumPy array."""
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if not _is_array(x) and hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
+        return np.asarray(x)
+    return x
+
+
+def normalise(args, kwargs):
+    """The model's arguments as EM passes them on: see :func:`_plain`."""
+    args, kwargs = jax.tree_util.tree_map(_plain, (tuple(args), dict(kwargs)))
+    return args, kwargs
+
+
 def split(args, kwargs):
     leaves, treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
     static = tuple((i, x) for i, x in enumerate(leaves) if not _is_array(x))

@@ -1,5 +1,6 @@
 """Eager checks of a fit's input, raised before any compilation or work."""
 
+import numbers
 from functools import partial
 
 import jax
@@ -9,7 +10,8 @@ from jax.core import Tracer
 from numpyro.distributions.transforms import biject_to
 
 from em import _arguments, compilation
-from em.masking import unwrap
+from em.boundary import is_identity
+from em.masking import unwrap, value_mask_of_shape
 from em.sites import ModelSites, abstract_trace, inspect_model
 
 
@@ -20,19 +22,41 @@ def is_concrete(*trees) -> bool:
 def check_options(max_iter, tol, num_restarts):
     if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}.")
-    if not np.isfinite(tol) or tol < 0:
+    if not isinstance(tol, numbers.Real) or isinstance(tol, bool) or not np.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
     if not isinstance(num_restarts, (int, np.integer)) or num_restarts < 1:
         raise ValueError(f"num_restarts must be a positive integer, got {num_restarts!r}.")
 
 
+def check_model(sites: ModelSites):
+    """A model EM can fit has data and something to fit."""
+    if not sites.observed:
+        raise ValueError(
+            "The model has no observed site: nothing to fit. Pass the data to the sample site that "
+            "generates them with obs=... (an unobserved per-datum site would be fitted as a parameter)."
+        )
+    if not sites.params:
+        raise ValueError(
+            "The model has no parameters: no numpyro.param site and no continuous sample site with a "
+            "prior. There is nothing for EM to fit; em.log_likelihood and em.posterior evaluate it as it is."
+        )
+
+
+@partial(compilation.jit, static_argnums=0)
+def _inside_support(structure, leaves, values: dict) -> dict:
+    supports = jax.tree_util.tree_unflatten(structure, leaves)
+    return {name: support(values[name]) for name, support in supports.items()}
+
+
 def check_observed(trace, sites: ModelSites):
-    """Observed values must be finite where they count (masked-out entries may be NaN)."""
+    """Observed values must be finite and inside their distribution's support where they
+    count (masked-out entries may be anything, NaN included)."""
+    supports, values, masks = {}, {}, {}
     for name in sites.observed:
         site = trace[name]
         if not is_concrete(site["value"]):  # computed inside the model (a scan): not checkable here
             continue
-        _, mask = unwrap(site["fn"])
+        mask = value_mask_of_shape(site)
         if not is_concrete(mask):
             continue
         value = np.asarray(site["value"])
@@ -45,15 +69,34 @@ def check_observed(trace, sites: ModelSites):
                 f"Observed site '{name}' has {int(bad.sum())} NaN or infinite value(s) "
                 f"(first at index {where}). Drop them, or mark them missing with obs_mask."
             )
+        support = unwrap(site["fn"])[0].support
+        if is_concrete(jax.tree_util.tree_leaves(support)):  # bounds that do not depend on θ
+            supports[name], values[name], masks[name] = support, np.where(np.isfinite(value), value, 0), mask
+    leaves, structure = jax.tree_util.tree_flatten(supports)
+    for name, inside in _inside_support(structure, leaves, values).items():
+        inside = np.asarray(inside)
+        bad = ~inside & np.broadcast_to(np.asarray(masks[name]), inside.shape)
+        if np.any(bad):
+            where = tuple(np.argwhere(bad)[0].tolist())
+            raise ValueError(
+                f"Observed site '{name}' has {int(bad.sum())} value(s) outside its distribution's support "
+                f"{supports[name]} (first at index {list(where)}: {np.asarray(values[name])[where].tolist()}). "
+                "Check the data's coding (categories count from 0), or mark them missing with obs_mask."
+            )
 
 
 @partial(compilation.jit, static_argnums=0)
 def _flags(structure, leaves, values: dict) -> dict:
     constraints = jax.tree_util.tree_unflatten(structure, leaves)
-    return {
-        name: (jnp.all(c(values[name])), jnp.all(jnp.isfinite(biject_to(c).inv(values[name]))))
-        for name, c in constraints.items()
-    }
+    def strictly_inside(c, value):
+        transform = biject_to(c)
+        u = transform.inv(value)
+        if is_identity(transform):
+            return jnp.all(jnp.isfinite(u))
+        # A simplex vertex maps to a clipped, finite, unconstrained value: about log(1 / tiny).
+        return jnp.all(jnp.isfinite(u) & (jnp.abs(u) < -0.99 * jnp.log(jnp.finfo(u.dtype).tiny)))
+
+    return {name: (jnp.all(c(values[name])), strictly_inside(c, values[name])) for name, c in constraints.items()}
 
 
 def _support_flags(values: dict, sites: ModelSites) -> dict:
@@ -108,7 +151,11 @@ def check_params(params: dict, sites: ModelSites):
 def checked_call(model, params: dict, args, kwargs):
     """Check a full set of parameter values for ``model`` and split its arguments for a
     compiled call: ``(static arguments, array arguments, params as arrays)``."""
-    sites = inspect_model(abstract_trace(model, args, kwargs))
+    args, kwargs = _arguments.normalise(args, kwargs)
+    trace = abstract_trace(model, args, kwargs)
+    sites = inspect_model(trace)
     check_params(params, sites)
+    if is_concrete(args, kwargs):
+        check_observed(trace, sites)
     static, dynamic = _arguments.split(args, kwargs)
     return static, dynamic, {p.name: jnp.asarray(params[p.name]) for p in sites.params}

@@ -20,7 +20,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from numpyro.distributions import Independent
-from numpyro.distributions.transforms import IdentityTransform, biject_to
+from numpyro.distributions.transforms import IdentityTransform, IndependentTransform, biject_to
+
+
+def is_identity(transform) -> bool:
+    """Whether an unconstraining bijection is the identity (a real-valued site)."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, IdentityTransform)
 
 
 def _boundary_params(d) -> dict:
@@ -34,7 +41,7 @@ def _boundary_params(d) -> dict:
             transform = biject_to(constraint)
         except NotImplementedError:  # a dependent constraint (bounds given by other parameters)
             continue
-        if not isinstance(transform, IdentityTransform):
+        if not is_identity(transform):
             fields[name] = (value, constraint, transform)
     return fields
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
-from em.masking import unwrap, value_mask
+from em.masking import unwrap, value_mask_of_shape
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -94,7 +94,7 @@ def _relative_variances(trace, sites) -> dict:
         except (NotImplementedError, AttributeError):
             continue
         value = jnp.asarray(site["value"], variance.dtype)
-        mask = value_mask(site)
+        mask = value_mask_of_shape(site)
         counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), value.shape)
         counted = counted & jnp.isfinite(value)
         axes = tuple(range(value.ndim - d.event_dim))
@@ -350,10 +350,13 @@ def fit(
     if tol is None:
         tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
     _checks.check_options(max_iter, tol, num_restarts)
-    init = dict(init or {})
+    # the fit's float dtype: an integer, bool or float32 start would otherwise set it
+    init = {k: jnp.asarray(v, jnp.result_type(float)) for k, v in (init or {}).items()}
+    args, kwargs = _arguments.normalise(args, kwargs)
     static, dynamic = _arguments.split(args, kwargs)
     trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
+    _checks.check_model(sites)
     _checks.check_init(init, sites, strictly_inside=True)
     concrete = _checks.is_concrete(dynamic, init)
     if concrete:

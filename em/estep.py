@@ -103,7 +103,7 @@ def _centred_statistics(site, family: Family):
     """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
     d, _ = unwrap(site["fn"])
     value = site["value"]
-    mask = value_mask(site)
+    mask = value_mask(site)  # broadcasts with the value's batch shape
     valid = jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
     shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
     if family.location:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from numpyro import handlers
 
 from em import enumeration, estep
-from em.masking import value_mask
+from em.masking import value_mask_of_shape
 from em.partly_observed import PartlyObserved
 from em.sites import ModelSites
 
@@ -37,7 +37,7 @@ def _row_features(trace, layout, name: str, dim: int, size: int):
         axis = jnp.ndim(value) - site["fn"].event_dim + dim
         if axis < 0 or jnp.shape(value)[axis] != size:
             continue
-        mask = value_mask(site)
+        mask = value_mask_of_shape(site)
         counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * site["fn"].event_dim), value.shape)
         rows = jnp.reshape(jnp.moveaxis(value, axis, 0), (size, -1))
         valid = jnp.reshape(jnp.moveaxis(counted & jnp.isfinite(value), axis, 0), (size, -1))
@@ -69,14 +69,46 @@ def _spread_rows(key, features, num_anchors: int):
     return jax.lax.fori_loop(1, num_anchors, choose, (chosen, nearest))[0]
 
 
-def _anchors(key, trace, layout, log_probs, num_anchors: int) -> dict:
+def _varies(log_prob, dim: int, size: int) -> bool:
+    return jnp.shape(log_prob)[_axis(log_prob, dim)] == size
+
+
+def _carriers(layout, log_probs, sizes: dict) -> dict:
+    """Which factors carry each latent's random weights, along which plates:
+    (factor name, latent name) -> plates. A latent's own factor carries them along the
+    plates it varies along; along a plate where it does not (a homogeneous chain's
+    transition, the same at every step), the first observed factor that has the latent
+    and varies there (the chain's emission) carries them instead."""
+    carriers = {}
+    for latent in (f for f in layout if f.enumerated):
+        own_plates = [n for n in latent.dim_to_name.values() if n in sizes and _varies(log_probs[latent.name], *sizes[n])]
+        carriers[(latent.name, latent.name)] = own_plates
+        for plate in set(latent.dim_to_name.values()) & set(sizes) - set(own_plates):
+            carrier = next((
+                f for f in layout
+                if not f.enumerated and not f.evidence_for and latent.name in f.dim_to_name.values()
+                and plate in f.dim_to_name.values() and _varies(log_probs[f.name], *sizes[plate])
+            ), None)
+            if carrier is not None:
+                carriers.setdefault((carrier.name, latent.name), []).append(plate)
+    return carriers
+
+
+def _anchors(key, trace, layout, log_probs, carriers: dict, num_anchors: int) -> dict:
     """Per plate of the data with more than ``2 * num_anchors`` cells, ``num_anchors``
-    distinct cells spread over its observed values: name -> (dim, size, indices)."""
+    distinct cells: name -> (dim, size, indices, preferable). Where the latents' values
+    can be preferred at the anchors, the anchors are spread over the observed values;
+    elsewhere they are drawn uniformly."""
     sizes = _plate_sizes(layout, log_probs)
     anchors = {}
     for (name, (dim, size)), k in zip(sorted(sizes.items()), jax.random.split(key, max(len(sizes), 1))):
-        if size > 2 * num_anchors:
-            anchors[name] = (dim, size, _spread_rows(k, _row_features(trace, layout, name, dim, size), num_anchors))
+        if size <= 2 * num_anchors:
+            continue
+        if any(name in plates for plates in carriers.values()):
+            rows = _spread_rows(k, _row_features(trace, layout, name, dim, size), num_anchors)
+            anchors[name] = (dim, size, rows, True)
+        else:
+            anchors[name] = (dim, size, jax.random.choice(k, size, (num_anchors,), replace=False), False)
     return anchors
 
 
@@ -84,15 +116,15 @@ def _axis(tensor, dim):
     return jnp.ndim(tensor) + dim
 
 
-def _preferences(key, factor, log_prob, anchors: dict):
-    """Log-weights that make the j-th anchor of each plate prefer value π(j mod K) of the
-    factor's latent, π a random permutation: each value gets its own anchors."""
-    own = next(d for d, n in factor.dim_to_name.items() if n == factor.name)
+def _preferences(key, factor, log_prob, latent: str, plates, anchors: dict):
+    """Log-weights that make the j-th anchor of each of ``plates`` prefer value π(j mod K)
+    of ``latent``, π a random permutation: each value gets its own anchors."""
+    own = next(d for d, n in factor.dim_to_name.items() if n == latent)
     num_values = jnp.shape(log_prob)[_axis(log_prob, own)]
     preference = jnp.zeros_like(log_prob)
-    for (name, (dim, size, rows)), k in zip(sorted(anchors.items()), jax.random.split(key, max(len(anchors), 1))):
-        if name not in factor.dim_to_name.values() or jnp.shape(log_prob)[_axis(log_prob, dim)] != size:
-            continue  # a factor the same along the plate (a homogeneous chain's transition)
+    for (name, (dim, size, rows, _)), k in zip(sorted(anchors.items()), jax.random.split(key, max(len(anchors), 1))):
+        if name not in plates:
+            continue
         values = jax.random.permutation(k, num_values)[jnp.arange(rows.shape[0]) % num_values]
         cells = jnp.zeros((size, num_values), log_prob.dtype).at[rows, values].set(ANCHOR_PREFERENCE)
         shape = [1] * jnp.ndim(log_prob)
@@ -103,11 +135,11 @@ def _preferences(key, factor, log_prob, anchors: dict):
 
 def _anchor_scales(anchors: dict, num_anchors: int) -> dict:
     """Per anchored plate, a weight per cell: 1 on the anchors, the others sharing a total
-    weight of ``num_anchors`` / 2."""
+    weight of ``num_anchors`` / 2 where the anchors prefer values, else ``num_anchors``."""
     scales = {}
-    for name, (dim, size, rows) in anchors.items():
-        scale = jnp.full(size, 0.5 * num_anchors / (size - num_anchors)).at[rows].set(1.0)
-        scales[name] = (dim, scale)
+    for name, (dim, size, rows, preferable) in anchors.items():
+        background = (0.5 if preferable else 1.0) * num_anchors
+        scales[name] = (dim, jnp.full(size, background / (size - num_anchors)).at[rows].set(1.0))
     return scales
 
 
@@ -139,21 +171,18 @@ def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):
     num_anchors = max(
         (trace[f.name]["fn"].enumerate_support(expand=False).shape[0] for f in layout if f.enumerated), default=1
     )
-    anchors = _anchors(anchor_key, trace, layout, log_probs, num_anchors)
-    noise_keys = jax.random.split(noise_key, len(layout))
-    preference_keys = jax.random.split(preference_key, len(layout))
-
-    def random_log_prob(factor, noise_key, preference_key):
-        log_prob = log_probs[factor.name]
-        noise = jnp.zeros_like(log_prob)
-        if factor.enumerated:
-            noise = jnp.log(jax.random.exponential(noise_key, jnp.shape(log_prob), log_prob.dtype))
-            noise = noise + _preferences(preference_key, factor, log_prob, anchors)
-        return jnp.where(log_prob > -jnp.inf, noise, -jnp.inf)
-
-    random_log_probs = {
-        f.name: random_log_prob(f, n, p) for f, n, p in zip(layout, noise_keys, preference_keys)
-    }
+    carriers = _carriers(layout, log_probs, _plate_sizes(layout, log_probs))
+    anchors = _anchors(anchor_key, trace, layout, log_probs, carriers, num_anchors)
+    noise_keys = dict(zip(carriers, jax.random.split(noise_key, len(carriers))))
+    preference_keys = dict(zip(carriers, jax.random.split(preference_key, len(carriers))))
+    random_log_probs = {f.name: jnp.zeros_like(log_probs[f.name]) for f in layout}
+    for (name, latent), plates in carriers.items():
+        log_prob = log_probs[name]
+        factor = next(f for f in layout if f.name == name)
+        noise = jnp.log(jax.random.exponential(noise_keys[(name, latent)], jnp.shape(log_prob), log_prob.dtype))
+        preference = _preferences(preference_keys[(name, latent)], factor, log_prob, latent, plates, anchors)
+        random_log_probs[name] = random_log_probs[name] + noise + preference
+    random_log_probs = {n: jnp.where(log_probs[n] > -jnp.inf, lp, -jnp.inf) for n, lp in random_log_probs.items()}
     weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
     for name, (dim, scale) in _anchor_scales(anchors, num_anchors).items():
         for factor in layout:

@@ -15,13 +15,25 @@ def unwrap(fn):
 
 
 def value_mask(site):
-    """Which entries of a traced site's value count, over the value's batch shape (a mask
-    that NumPyro's scan broadcast along the latents counts where any of its cells does)."""
+    """Which entries of a traced site's value count: a mask that broadcasts with the
+    value's batch shape (a mask that NumPyro's scan broadcast along the latents counts
+    where any of its cells does)."""
     d, mask = unwrap(site["fn"])
-    value_shape = jnp.shape(site["value"])
-    batch_shape = value_shape[: len(value_shape) - d.event_dim]
     mask = jnp.asarray(mask)
-    value_batch = (1,) * (mask.ndim - len(batch_shape)) + tuple(batch_shape)
+    batch_ndim = jnp.ndim(site["value"]) - d.event_dim
+    value_batch = (1,) * (mask.ndim - batch_ndim) + tuple(jnp.shape(site["value"])[:batch_ndim])
     mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
-    mask = jnp.reshape(mask, mask.shape[max(mask.ndim - len(batch_shape), 0):])
-    return jnp.broadcast_to(mask, batch_shape)
+    return jnp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0):])
+
+
+def value_mask_of_shape(site):
+    """:func:`value_mask` over exactly the value's batch shape, where it fits there (else
+    every entry counts): for heuristics that read the data."""
+    d, _ = unwrap(site["fn"])
+    batch = jnp.shape(site["value"])[: jnp.ndim(site["value"]) - d.event_dim]
+    mask = value_mask(site)
+    try:
+        fits = jnp.broadcast_shapes(jnp.shape(mask), batch) == tuple(batch)
+    except ValueError:
+        fits = False
+    return jnp.broadcast_to(mask, batch) if fits else jnp.ones(batch, bool)

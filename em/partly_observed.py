@@ -62,9 +62,10 @@ class PartlyObserved(Messenger):
     when nothing downstream uses them (an emission, not an autoregression's input).
     """
 
-    def __init__(self, fn=None):
+    def __init__(self, fn=None, check_masks: bool = False):
         self._hidden = {}  # the hidden halves' messages, by the name seen here
         self._recorded_masks = {}  # the recorded halves' masks, by the name seen here
+        self._check_masks = check_masks  # obs_mask's shape, checked once, on the model's plain trace
         super().__init__(fn)
 
     def process_message(self, msg):
@@ -73,7 +74,10 @@ class PartlyObserved(Messenger):
         if msg["type"] == "control_flow":  # a scan: its steps run under their own handlers
             msg["args"] = (PartlyObserved(msg["args"][0]),) + tuple(msg["args"][1:])
         elif _is_recorded_half(msg):
-            self._recorded_masks[msg["name"]] = unwrap(msg["fn"])[1]
+            mask = unwrap(msg["fn"])[1]
+            if self._check_masks:
+                _check_mask_shape(msg, mask)
+            self._recorded_masks[msg["name"]] = mask
         elif _is_hidden_half(msg):
             # Masks other than obs_mask (padding, say) stay: the two halves' masks together.
             base, hidden_rows = unwrap(msg["fn"])
@@ -86,6 +90,20 @@ class PartlyObserved(Messenger):
             msg["fn"] = msg["fn"].mask(False)
         elif msg["type"] == "deterministic" and msg["name"] + UNOBSERVED in self._hidden:
             msg["value"] = self._hidden[msg["name"] + UNOBSERVED]["value"]
+
+
+def _check_mask_shape(msg, mask):
+    """obs_mask must have at most the observations' batch shape: NumPyro would broadcast a
+    mask of shape (N, 1) against N observations into an (N, N) batch."""
+    value_shape = jnp.shape(msg["value"])
+    batch = value_shape[: len(value_shape) - msg["fn"].event_dim]
+    mask_shape = jnp.shape(mask)
+    if len(mask_shape) > len(batch) or jnp.broadcast_shapes(mask_shape, batch) != tuple(batch):
+        name = msg["name"][: -len(OBSERVED)]
+        raise ValueError(
+            f"obs_mask of site '{name}' has shape {tuple(mask_shape)}, which does not fit the shape of its "
+            f"observations' batch {tuple(batch)}: give one flag per observation (shape {tuple(batch)})."
+        )
 
 
 def hidden_half_of(observed_name: str, trace) -> str | None:

@@ -61,7 +61,7 @@ def model_trace(model, args, kwargs):
 
     Partly observed sites appear as EM sees them (:mod:`em.partly_observed`).
     """
-    return handlers.trace(handlers.seed(PartlyObserved(model), rng_seed=0)).get_trace(*args, **kwargs)
+    return handlers.trace(handlers.seed(PartlyObserved(model, check_masks=True), rng_seed=0)).get_trace(*args, **kwargs)
 
 
 def abstract_trace(model, args, kwargs):
@@ -75,7 +75,20 @@ def abstract_trace(model, args, kwargs):
     def run():
         captured["trace"] = model_trace(model, args, kwargs)
 
-    jax.eval_shape(run)
+    try:
+        jax.eval_shape(run)
+    except AssertionError as error:  # NumPyro's only word on an empty plate
+        if "size of plate" not in str(error):
+            raise
+        named = [(f"argument {i}", a) for i, a in enumerate(args)] + [(f"argument '{k}'", a) for k, a in kwargs.items()]
+        empty = [
+            f"{name} of shape {jnp.shape(x)}"
+            for name, a in named for x in jax.tree_util.tree_leaves(a) if 0 in jnp.shape(x)
+        ]
+        raise ValueError(
+            "A plate of the model has size 0: there are no data to fit"
+            + (f" (empty: {', '.join(empty)})." if empty else ".")
+        ) from None
     return captured["trace"]
 
 

@@ -56,8 +56,17 @@ def test_stops_on_relative_change():
     n = int(result.num_iter)
     history = np.asarray(result.history)
     assert bool(result.converged) and n < 1000
-    assert abs(history[n] - history[n - 1]) <= tol * abs(history[n - 1])
-    assert abs(history[n - 1] - history[n - 2]) > tol * abs(history[n - 2])
+
+    def stops(t):
+        """The rule, from the history alone: the change and the rest of the way to the
+        limit (a geometric series at the last two changes' ratio) are within tol."""
+        change, last = history[t] - history[t - 1], history[t - 1] - history[t - 2]
+        rate = change / last
+        remaining = change * rate / (1 - rate) if 0 <= rate < 1 else (np.inf if rate >= 1 else 0.0)
+        bound = tol * abs(history[t - 1])
+        return abs(change) <= bound and (abs(remaining) <= bound or abs(change) <= 16 * np.finfo(float).eps * bound / tol)
+
+    assert stops(n) and not any(stops(t) for t in range(2, n))
     assert np.all(np.isnan(history[n + 1:]))
 
 
