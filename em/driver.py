@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro import distributions as dist
 
 from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
 from em.masking import unwrap, value_mask_of_shape
@@ -82,7 +83,10 @@ OBJECTIVE = "(objective)"  # the key of the objective's flag among the sites' fl
 
 def _relative_variances(trace, sites) -> dict:
     """Per continuous observed site: min over its cells of the fitted variance divided by
-    the variance of its observed values (a component collapsed onto data points: ~0)."""
+    the variance of its observed values (a component collapsed onto data points: ~0).
+    For a multivariate normal, the variances of each coordinate given the ones before
+    it (the Cholesky factor's squared diagonal): ~0 also where the component collapsed
+    onto a line, as on collinear data."""
     ratios = {}
     for name in sites.observed:
         site = trace.get(name)
@@ -93,6 +97,8 @@ def _relative_variances(trace, sites) -> dict:
             variance = jnp.asarray(d.variance)
         except (NotImplementedError, AttributeError):
             continue
+        if isinstance(d, dist.MultivariateNormal):  # conditional variances: a flat ellipse too
+            variance = jnp.diagonal(d.scale_tril, axis1=-2, axis2=-1) ** 2
         value = jnp.asarray(site["value"], variance.dtype)
         mask = value_mask_of_shape(site)
         counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), value.shape)
@@ -246,6 +252,11 @@ class EMWarning(UserWarning):
     restarts that failed numerically."""
 
 
+# A fitted variance below this share of the data's (or below the float's epsilon, if
+# larger) is a component collapsed onto points or a line.
+COLLAPSE_RTOL = 1e-10
+
+
 def _bad_sites(finite: dict) -> list:
     return [name for name, ok in finite.items() if not ok]
 
@@ -271,9 +282,9 @@ def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
             f"{int(failed.sum())} of {num_restarts} restarts reached a non-finite value (the first {where}) "
             f"and were left out of the best. {advice}", EMWarning, stacklevel=3,
         )
-    eps = np.finfo(np.asarray(result.log_likelihood).dtype).eps
+    threshold = max(np.finfo(np.asarray(result.log_likelihood).dtype).eps, COLLAPSE_RTOL)
     for name, ratio in checks.collapsed.items():
-        if float(ratio) < eps:
+        if float(ratio) < threshold:
             warnings.warn(
                 f"Observed site '{name}': a fitted cell's variance is {float(ratio):.2g} times the variance "
                 "of the data, a component collapsed onto data points (the likelihood grows without bound "

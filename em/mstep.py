@@ -89,7 +89,8 @@ def _newton(loss, init_params, max_steps, tol, dtype):
 
     def body(carry: _NewtonCarry) -> _NewtonCarry:
         value, grad, hessian = derivatives(carry.params)
-        scale = jnp.where(carry.step == 0, jnp.maximum(1.0, jnp.abs(value)), carry.scale)
+        # relative to |f| here, not at the start: a random start's f can be 1e13 times its optimum's
+        scale = jnp.maximum(1.0, jnp.abs(value))
         # The trust region is a ball in coordinates scaled by max(1, |v_i|): each
         # coordinate may move by about its own size (at least 1) times the radius.
         size = jnp.maximum(1.0, jnp.abs(carry.params))
@@ -126,13 +127,12 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         radius = jnp.where(moved & (agreement < 0.25), 0.25 * length, radius)
         params = jnp.where(final, carry.params + newton, jnp.where(moved, carry.params + step, carry.params))
         done = (jnp.linalg.norm(grad) <= tol * scale) | final | ~moved
-        return _NewtonCarry(params, carry.step + 1, done, scale, radius)
+        return _NewtonCarry(params, carry.step + 1, done, radius)
 
     def cond(carry: _NewtonCarry):
         return (carry.step < max_steps) & ~carry.done
 
-    one = jnp.ones((), dtype)
-    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool), one, one)
+    start = _NewtonCarry(flat, jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.ones((), dtype))
     final = unravel(jax.lax.while_loop(cond, body, start).params)
     return jax.tree_util.tree_map(lambda old, new: new, init_params, final)  # init_params' dict order
 
@@ -156,7 +156,6 @@ class _NewtonCarry(NamedTuple):
     params: jax.Array
     step: jax.Array
     done: jax.Array
-    scale: jax.Array  # max(1, |f|) at the start: the gradient tolerance is relative to it
     radius: jax.Array  # the trust region's radius, in the scaled coordinates
 
 

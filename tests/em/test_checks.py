@@ -70,6 +70,7 @@ def test_init_of_wrong_shape():
 @pytest.mark.parametrize("options, message", [
     ({"max_iter": -1}, "max_iter must be a non-negative integer, got -1"),
     ({"tol": -1e-3}, "tol must be a finite number >= 0"),
+    ({"tol": "1e-6"}, "tol must be a finite number >= 0, got '1e-6'"),
     ({"num_restarts": 0}, "num_restarts must be a positive integer, got 0"),
 ])
 def test_bad_options(options, message):
@@ -95,3 +96,85 @@ def test_collapse_is_reported_not_returned():
     init = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([0.0, 0.0]), "scales": jnp.array([1e-300, 1.0])}
     with pytest.warns(EMWarning, match="'x'.*collapsed"):
         em.fit(gmm.univariate, x, 2, rng_key=KEY, init=init, priors=False, max_iter=5)
+
+
+def mixture_of(observe):
+    """A two-component mixture whose observation site is ``observe(y, p)``."""
+
+    def model(y):
+        w = numpyro.param("w", jnp.ones(2) / 2, constraint=dist.constraints.simplex)
+        p = numpyro.param("p", jnp.array([0.3, 0.7]), constraint=dist.constraints.unit_interval)
+        with numpyro.plate("data", y.shape[0]):
+            z = numpyro.sample("z", dist.Categorical(w))
+            observe(y, p[z])
+
+    return model
+
+
+@pytest.mark.parametrize("observe, data, message", [
+    (lambda y, p: numpyro.sample("y", dist.Categorical(probs=jnp.stack([p, 1 - p, p, 1 - p], -1) / 2), obs=y),
+     [0, 1, 4, 2], r"'y' has 1 value\(s\) outside .*IntegerInterval.*index \[2\]: 4\)"),
+    (lambda y, p: numpyro.sample("y", dist.Binomial(10, p), obs=y), [3.0, 11.0], r"'y'.* index \[1\]: 11.0"),
+    (lambda y, p: numpyro.sample("y", dist.Bernoulli(p), obs=y), [0.0, 1.0, 2.0], r"'y'.*Boolean.*index \[2\]: 2.0"),
+    (lambda y, p: numpyro.sample("y", dist.Poisson(3 * p), obs=y), [0.0, -1.0], r"'y'.*Nonnegative.*index \[1\]: -1.0"),
+], ids=["categorical", "binomial", "bernoulli", "poisson"])
+def test_observed_values_outside_their_support(observe, data, message):
+    with pytest.raises(ValueError, match=message):
+        em.fit(mixture_of(observe), jnp.asarray(data), rng_key=KEY)
+
+
+def test_a_simplex_vertex_as_init():
+    with pytest.raises(ValueError, match=r"init\['weights'\].*boundary.*Simplex"):
+        em.fit(gmm.univariate, X, 2, rng_key=KEY, init={"weights": jnp.array([1.0, 0.0])})
+
+
+def test_integer_init_is_cast_to_the_fits_float_dtype():
+    fit = em.fit(gmm.univariate, X, 2, rng_key=KEY, init={"locs": jnp.array([-1, 1])}, max_iter=3)
+    assert fit.params["locs"].dtype == jnp.float64 and not np.allclose(fit.params["locs"], [-1, 1])
+
+
+def test_empty_data():
+    with pytest.raises(ValueError, match=r"plate of the model has size 0.*argument 0 of shape \(0,\)"):
+        em.fit(gmm.univariate, jnp.zeros(0), 2, rng_key=KEY)
+
+
+def test_a_model_without_observed_sites():
+    def forgot_obs(x):
+        loc = numpyro.param("loc", 0.0)
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("x", dist.Normal(loc, 1.0))
+
+    with pytest.raises(ValueError, match="no observed site"):
+        em.fit(forgot_obs, X, rng_key=KEY)
+
+
+def test_a_model_without_parameters():
+    def fixed(x):
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", dist.Bernoulli(0.5))
+            numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match="no parameters"):
+        em.fit(fixed, X, rng_key=KEY)
+
+
+def test_obs_mask_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"obs_mask of site 'sex' has shape \(30, 1\).*\(30,\)"):
+        em.fit(heights.heights, X + 160, jnp.zeros(30, int), jnp.ones((30, 1), bool), rng_key=KEY)
+
+
+def test_numpy_integers_and_pandas_objects_as_arguments():
+    import pandas as pd
+
+    reference = em.log_likelihood(gmm.univariate, PARAMS, X, 2)
+    np.testing.assert_allclose(em.log_likelihood(gmm.univariate, PARAMS, pd.Series(np.asarray(X)), np.int64(2)), reference)
+
+
+def test_log_likelihood_and_posterior_refuse_nan_data():
+    bad = X.at[3].set(jnp.nan)
+    for function in (em.log_likelihood, em.posterior):
+        with pytest.raises(ValueError, match=r"Observed site 'x' has 1 NaN .* index \[3\]"):
+            function(gmm.univariate, PARAMS, bad, 2)
+
+
+PARAMS = {"weights": jnp.ones(2) / 2, "locs": jnp.array([-1.0, 1.0]), "scales": jnp.ones(2)}

@@ -182,3 +182,59 @@ def test_a_non_finite_fit_raises_naming_the_sites():
     x = jnp.linspace(-1.0, 1.0, 30)
     with pytest.raises(em.EMNumericalError, match="'x'"):
         em.fit(broken_scale, x, rng_key=jax.random.PRNGKey(0), init={"loc": 0.0, "scale": 0.5})
+
+
+def mle_em_reference(x, means, iterations=2000):
+    """A two-component Gaussian mixture's MLE by plain numpy EM, begun at the true means."""
+    from scipy.stats import norm
+
+    x = np.asarray(x, np.float64)
+    w, mu, sd = np.array([0.5, 0.5]), np.asarray(means, float), np.full(2, np.std(x) / 2)
+    for _ in range(iterations):
+        log_joint = np.log(w) + norm.logpdf(x[:, None], mu, sd)
+        r = np.exp(log_joint - np.logaddexp.reduce(log_joint, 1, keepdims=True))
+        n = r.sum(0)
+        w, mu = n / n.sum(), (r * x[:, None]).sum(0) / n
+        sd = np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / n)
+    return np.logaddexp.reduce(np.log(w) + norm.logpdf(x[:, None], mu, sd), 1).sum()
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e8])
+def test_data_far_from_zero_are_fitted(offset):
+    # Both components once stopped at the data mean after 2 iterations for offsets >= 1e5.
+    from models import gmm
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=100) - 3, rng.normal(size=100) + 3]) + offset
+    fit = em.fit(gmm.univariate, jnp.asarray(x), 2, rng_key=jax.random.PRNGKey(0), priors=False)
+    np.testing.assert_allclose(fit.log_likelihood, mle_em_reference(x, [offset - 3, offset + 3]), rtol=1e-9)
+
+
+def _degenerate_cases():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=100)
+    return {
+        "more components than distinct points": ("univariate", jnp.array([1.0, 1.0, 2.0, 2.0, 3.0]), 4),
+        "two clusters of duplicates, K = 10": ("univariate", jnp.repeat(jnp.array([0.0, 5.0]), 20), 10),
+        "one data point": ("univariate", jnp.array([1.5]), 2),
+        "all points identical": ("univariate", jnp.ones(30), 2),
+        "collinear points, full covariance": ("multivariate", jnp.asarray(np.stack([t, 2 * t + 1], 1)), 2),
+    }
+
+
+@pytest.mark.parametrize("case", list(_degenerate_cases()))
+def test_degenerate_data_warn_of_a_collapsed_component(case):
+    # scikit-learn's and mclust's degenerate cases: an unbounded likelihood, once returned
+    # quietly with scales of 1e-9 to 1e-11 and log-likelihoods like +459.
+    from models import gmm
+
+    model, x, num_components = _degenerate_cases()[case]
+    with pytest.warns(EMWarning, match="'x'.*collapsed"):
+        em.fit(getattr(gmm, model), x, num_components, rng_key=jax.random.PRNGKey(0), priors=False)
+
+
+def test_symmetric_start_warns_of_coinciding_components():
+    x = readme_data()
+    init = {"locs": jnp.array([0.1, 0.1]), "weights": jnp.array([0.5, 0.5]), "scales": jnp.array([3.0, 3.0])}
+    with pytest.warns(EMWarning, match="'z'.*values \\[0, 1\\].*same density"):
+        em.fit(mixture, x, 2, rng_key=jax.random.PRNGKey(0), init=init)
