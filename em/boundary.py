@@ -1,4 +1,4 @@
-"""Distribution parameters on the boundary of their support, held constant cell by cell.
+"""Distribution parameters on the boundary of their support, moved inside it cell by cell.
 
 A model may put a distribution's parameter on the boundary of its support for some
 cells of the enumeration: a zero-inflated Poisson written ``Poisson(lam * (1 - z))``
@@ -6,16 +6,15 @@ has rate 0 where z = 1. There log p is finite or -inf, but its derivative in the
 parameter is infinite, and the chain rule multiplies it by d(rate)/d(lam) = 0:
 0 · ∞ = NaN, in forward and reverse mode alike, even where ``jnp.where`` masks the
 cell out. θ itself lives in the interior of its support, so a parameter on the
-boundary is one the model pins there, independent of θ in that cell.
+boundary is one the model pins there, whatever θ is.
 
-:func:`hold_boundary` evaluates a function of a distribution twice: once with the
-boundary cells' parameters replaced by a feasible interior value (finite derivatives,
-discarded), once with every parameter under ``stop_gradient``, whose values are kept
-in the boundary cells: the values are exact and their derivative is exactly zero
-(the double-``where`` idiom, done for the user's model).
+:func:`interior` replaces such parameters, in those cells only, by a fixed feasible
+value (the double-``where`` idiom, done for the user's model). Their log-density
+there becomes a constant that does not depend on θ, as the true one does not: Q
+changes by a constant, its maximiser not at all, and its derivatives are finite and
+exact. (A cell that were on the boundary for some θ and not for others would make Q
+jump; a model that does that is not smooth in θ anyway.)
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -54,12 +53,6 @@ def _on_boundary(value, constraint, transform):
     return jax.lax.stop_gradient(~inside)
 
 
-def _constant(leaf):
-    """A real-valued leaf under ``stop_gradient``; integers (a Binomial's count, which
-    enumeration needs concrete) as they are."""
-    return jax.lax.stop_gradient(leaf) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) else leaf
-
-
 def _replaced(d, values: dict):
     leaves, aux = d.tree_flatten()
     names = type(d).gather_pytree_data_fields()
@@ -67,27 +60,17 @@ def _replaced(d, values: dict):
     return type(d).tree_unflatten(aux, leaves)
 
 
-def hold_boundary(d, evaluate, trailing: int = 0):
-    """``evaluate(d)``, with every parameter of ``d`` on the boundary of its support
-    held constant in the cells where it is (exact values, zero derivative).
-
-    ``evaluate`` returns an array whose axes are d's batch axes (right-aligned) and
-    then ``trailing`` more axes.
-    """
+def interior(d):
+    """``d`` with every parameter that lies on the boundary of its support replaced, in
+    the cells where it does, by a fixed feasible value (see the module docstring)."""
     if isinstance(d, Independent):
-        return hold_boundary(d.base_dist, lambda base: evaluate(Independent(base, d.reinterpreted_batch_ndims)), trailing)
+        return Independent(interior(d.base_dist), d.reinterpreted_batch_ndims)
     params = _boundary_params(d)
     if not params:
-        return evaluate(d)
-    boundary = {name: _on_boundary(*spec) for name, spec in params.items()}
-    cells = functools.reduce(jnp.logical_or, boundary.values())
-
-    def expand(mask, ndim):
-        return jnp.reshape(mask, mask.shape + (1,) * ndim)
-
-    interior = {
-        name: jnp.where(expand(boundary[name], constraint.event_dim), constraint.feasible_like(value), value)
-        for name, (value, constraint, _) in params.items()
-    }
-    held = jax.tree_util.tree_map(_constant, d)
-    return jnp.where(expand(cells, trailing), evaluate(held), evaluate(_replaced(d, interior)))
+        return d
+    moved = {}
+    for name, (value, constraint, transform) in params.items():
+        boundary = _on_boundary(value, constraint, transform)
+        boundary = jnp.reshape(boundary, boundary.shape + (1,) * constraint.event_dim)
+        moved[name] = jnp.where(boundary, constraint.feasible_like(value), value)
+    return _replaced(d, moved)

@@ -181,8 +181,9 @@ def _fit(config: _Config, dynamic, init: dict, rng_key):
             summaries = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), template.summaries)
             u = start
         else:
-            summaries = initialisation.random_summaries(summary_key, trace_at, sites, params, config.use_statistics)
-            u = {**start, **unconstrain(sites, {**params, **initialisation.prior_draw(prior_key, model, sites, args, kwargs)})}
+            trace = trace_at(params)
+            summaries = initialisation.random_summaries(summary_key, trace, sites, config.use_statistics)
+            u = {**start, **unconstrain(sites, {**params, **initialisation.prior_draw(prior_key, trace, sites)})}
         placeholder = estep.EStep(
             jnp.zeros((), template.log_likelihood.dtype), jnp.zeros((), template.log_prior.dtype), summaries
         )
@@ -330,14 +331,16 @@ def fit(
       model: a NumPyro model function; ``*args`` and ``**kwargs`` are passed to it.
         Array arguments are traced; other arguments are static (a change compiles anew).
       rng_key: a ``jax.random`` key for the random starts.
-      init: starting values by site name, in the constrained space. Sites not named
-        start from one M-step on random posterior weights over the latents (drawn from
-        ``rng_key``), begun at the param sites' own initial values and a prior draw of
-        the sample sites.
+      init: starting values by site name, in the constrained space (cast to the fit's
+        float dtype). Sites not named start from one M-step on random posterior weights
+        over the latents around a few anchor data (see
+        :func:`em.initialisation.random_summaries`; drawn from ``rng_key``), begun at the
+        param sites' own initial values and a prior draw of the sample sites.
       max_iter: the most EM iterations (M-steps).
-      tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective; ``tol=0``
-        runs exactly ``max_iter`` iterations. Default: 1e-8 in float64, 1e-6 in
-        float32 (where 1e-8 is below the rounding of ℓ).
+      tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective, and the
+        remaining gain estimated from the last two changes is as small (see
+        :func:`_stop`); ``tol=0`` runs exactly ``max_iter`` iterations. Default: 1e-8
+        in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ).
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -353,10 +356,19 @@ def fit(
       An :class:`EMResult`.
 
     Raises:
-      ValueError: for sites EM cannot handle, bad options, non-finite observed data, or
-        ``init`` naming an unknown site or a value outside its support.
-      EMNumericalError: when the fit reaches a non-finite objective or parameter
-        (checked when called outside ``jit``/``vmap``).
+      ValueError: before any compilation, for sites EM cannot handle, bad options,
+        observed data that are non-finite or outside their support, empty data, a
+        model without data or parameters, or ``init`` naming an unknown site or a
+        value outside its support or on its boundary.
+      EMNumericalError: when every restart reached a non-finite value (the sites and
+        iteration named).
+
+    Warns:
+      EMWarning: when some restarts failed numerically, a component collapsed (an
+        unbounded likelihood), or two components coincide (a saddle).
+
+    Errors and warnings after the fit are given when ``fit`` is called outside a
+    ``jit``; inside one, read ``EMResult.num_failed`` and ``converged``.
     """
     if tol is None:
         tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]

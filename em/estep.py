@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from em import enumeration
-from em.boundary import hold_boundary
+from em.boundary import interior
 from em.families import Family, family_of
 from em.masking import unwrap, value_mask
 from em.sites import ModelSites
@@ -149,11 +149,11 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
         site, site_plan, summary = trace[factor.name], plans[factor.name], summaries[factor.name]
         d, _ = unwrap(site["fn"])
         if site_plan.family is not None:
-            coefficients = hold_boundary(d, lambda d: site_plan.family.coefficients(d, summary.shift), trailing=1)
+            coefficients = site_plan.family.coefficients(interior(d), summary.shift)
             coefficients = jnp.reshape(coefficients, _padded(coefficients.shape, summary.total.ndim))
             total = total + _safe_weighted(summary.total, coefficients)
         else:
-            total = total + _safe_weighted(summary, hold_boundary(d, lambda d: d.log_prob(site["value"])))
+            total = total + _safe_weighted(summary, interior(d).log_prob(site["value"]))
     return total
 
 

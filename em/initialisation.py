@@ -2,13 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-from numpyro import handlers
 
 from em import enumeration, estep
 from em.masking import value_mask_of_shape
-from em.partly_observed import PartlyObserved
 from em.sites import ModelSites
-
 
 ANCHOR_PREFERENCE = 5.0  # log-odds with which an anchor datum prefers its assigned value
 
@@ -63,7 +60,7 @@ def _spread_rows(key, features, num_anchors: int):
         taken = jnp.zeros(features.shape[0], bool).at[chosen].set(jnp.arange(num_anchors) < j)
         # uniform among the rows not taken when every distance is zero (duplicated data)
         weight = jnp.where(taken, 0.0, jnp.where(jnp.sum(nearest) > 0, nearest, 1.0))
-        row = jax.random.choice(keys[j], features.shape[0], p=weight / jnp.sum(weight))
+        row = jnp.argmax(jnp.log(weight) + jax.random.gumbel(keys[j], weight.shape, weight.dtype))  # ∝ weight
         return chosen.at[j].set(row), jnp.minimum(nearest, jnp.sum((features - features[row]) ** 2, axis=1))
 
     return jax.lax.fori_loop(1, num_anchors, choose, (chosen, nearest))[0]
@@ -143,13 +140,15 @@ def _anchor_scales(anchors: dict, num_anchors: int) -> dict:
     return scales
 
 
-def prior_draw(key, model, sites: ModelSites, args, kwargs) -> dict:
-    """A draw from the prior of every sample site of θ, from ``key`` (each restart its own)."""
-    trace = handlers.trace(handlers.seed(PartlyObserved(model), rng_seed=key)).get_trace(*args, **kwargs)
-    return {p.name: trace[p.name]["value"] for p in sites.params if p.has_prior}
+def prior_draw(key, trace, sites: ModelSites) -> dict:
+    """A draw from the prior of every sample site of θ, from ``key`` (each restart its own),
+    given the other sites' values in ``trace``."""
+    drawn = [p for p in sites.params if p.has_prior]
+    keys = jax.random.split(key, max(len(drawn), 1))
+    return {p.name: trace[p.name]["fn"].sample(k) for p, k in zip(drawn, keys)}
 
 
-def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):
+def random_summaries(key, trace, sites: ModelSites, use_statistics):
     """E-step summaries for a random start, generic in the model.
 
     Like scikit-learn's "random_from_data", the start is built around a few data:
@@ -165,7 +164,6 @@ def random_summaries(key, trace_at, sites: ModelSites, params, use_statistics):
     from collapsing. Without the preferences, every component got nearly the same
     data and EM stopped on the symmetric saddle from half the keys.
     """
-    trace = trace_at(params)
     layout, log_probs = enumeration.data_factors(trace, sites)
     noise_key, anchor_key, preference_key = jax.random.split(key, 3)
     num_anchors = max(

@@ -1,7 +1,50 @@
 """The suite runs on the CPU in float64: its references are matched to 1e-8 and finer.
-(The float32 check runs in a subprocess of its own; see tests/em/test_precision.py.)"""
+(The float32 check runs in a subprocess of its own; see tests/em/test_precision.py.)
+
+With EM_CHECK_REPORTED_LOG_LIKELIHOOD=<file> in the environment, every fit the suite
+makes in this process (outside a jit) is also checked: the log-likelihood it reports
+must equal ``em.log_likelihood`` at the parameters it returns, to 1e-9 relative; each
+test appends to <file> how many fits it checked. That compiles every model once more,
+so it is not on by default.
+"""
+
+import os
 
 import jax
+import numpy as np
+import pytest
 
 jax.config.update("jax_platform_name", "cpu")
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True)
+def reported_log_likelihood_is_exact(monkeypatch):
+    if not os.environ.get("EM_CHECK_REPORTED_LOG_LIKELIHOOD"):
+        yield
+        return
+    import em
+    from em import _checks
+
+    fit = em.fit
+    checked = []
+
+    def checked_fit(model, *args, **kwargs):
+        result = fit(model, *args, **kwargs)
+        if _checks.is_concrete(result) and np.isfinite(float(result.log_likelihood)):
+            model_kwargs = {k: v for k, v in kwargs.items() if k not in CHECKED_FIT_OPTIONS}
+            exact = float(em.log_likelihood(model, result.params, *args, **model_kwargs))
+            np.testing.assert_allclose(float(result.log_likelihood), exact, rtol=1e-9)
+            checked.append(exact)
+        return result
+
+    monkeypatch.setattr(em, "fit", checked_fit)
+    yield
+    with open(os.environ["EM_CHECK_REPORTED_LOG_LIKELIHOOD"], "a") as log:
+        log.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]} {len(checked)}\n")
+
+
+CHECKED_FIT_OPTIONS = {
+    "rng_key", "init", "max_iter", "tol", "num_restarts", "priors", "sufficient_statistics", "optimizer",
+    "m_step_max_steps", "m_step_tol",
+}

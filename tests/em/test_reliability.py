@@ -164,11 +164,6 @@ def test_fit_log_likelihood_and_posterior_inside_a_users_jit():
     np.testing.assert_allclose(jnp.sum(probs, -1), 1.0, atol=1e-12)
 
 
-def test_identical_data_warn_of_a_collapsed_component():
-    with pytest.warns(EMWarning, match="'x'.*collapsed"):
-        em.fit(mixture, jnp.ones(20), 2, rng_key=jax.random.PRNGKey(0))
-
-
 def broken_scale(x):
     """A model whose density is NaN for scale < 1: EM must stop and say where."""
     loc = numpyro.param("loc", 0.0)
