@@ -268,12 +268,20 @@ def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
     if failed.any():
         first = int(np.argmax(failed))
         names = _bad_sites({k: bool(np.asarray(v)[first]) for k, v in checks.finite.items()})
-        where = f"at iteration {int(np.asarray(checks.failed_at)[first])}, in {', '.join(repr(n) for n in names)}"
+        iteration = int(np.asarray(checks.failed_at)[first])
+        where = f"at iteration {iteration}, in {', '.join(repr(n) for n in names)}"
         advice = (
             "A component may have collapsed onto data points or lost all its data (an unbounded "
             "likelihood): put a prior on its scale or weight (MAP-EM: a sample site with a prior instead "
             "of a param site), use fewer components, or try other starts."
         )
+        observed = [n for n in names if n in sites.observed]
+        if iteration <= 0 and observed:
+            advice = (
+                f"At the start, the data of {', '.join(repr(n) for n in observed)} give a non-finite "
+                "log-density: check them for NaN, inf or values outside the support (data inside a scan are "
+                "checked only here); mark missing entries with obs_mask."
+            )
         if failed.all():
             raise EMNumericalError(
                 f"EM reached a non-finite value (NaN or inf) {where}"

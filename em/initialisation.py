@@ -114,15 +114,15 @@ def _axis(tensor, dim):
 
 
 def _preferences(key, factor, log_prob, latent: str, plates, anchors: dict):
-    """Log-weights that make the j-th anchor of each of ``plates`` prefer value π(j mod K)
-    of ``latent``, π a random permutation: each value gets its own anchors."""
+    """Log-weights that make the j-th anchor of each of ``plates`` prefer value (j + s) mod K
+    of ``latent``, s a random shift: each value gets its own anchors."""
     own = next(d for d, n in factor.dim_to_name.items() if n == latent)
     num_values = jnp.shape(log_prob)[_axis(log_prob, own)]
     preference = jnp.zeros_like(log_prob)
     for (name, (dim, size, rows, _)), k in zip(sorted(anchors.items()), jax.random.split(key, max(len(anchors), 1))):
         if name not in plates:
             continue
-        values = jax.random.permutation(k, num_values)[jnp.arange(rows.shape[0]) % num_values]
+        values = (jax.random.randint(k, (), 0, num_values) + jnp.arange(rows.shape[0])) % num_values
         cells = jnp.zeros((size, num_values), log_prob.dtype).at[rows, values].set(ANCHOR_PREFERENCE)
         shape = [1] * jnp.ndim(log_prob)
         shape[_axis(log_prob, dim)], shape[_axis(log_prob, own)] = size, num_values
@@ -156,8 +156,8 @@ def random_summaries(key, trace, sites: ModelSites, use_statistics):
     spread over the observed values as k-means++ spreads its centres. The latents get random posterior weights: every enumerated factor's
     possible cells get log-weights log(Exp(1)) draws (a Dirichlet(1) posterior per
     latent cell, as scikit-learn's init_params="random"); at the anchors, the j-th
-    anchor also prefers value π(j) of each latent by ``ANCHOR_PREFERENCE`` (log-odds),
-    π a random permutation, so that every value (a mixture's component) is drawn
+    anchor also prefers value (j + s) mod K of each latent by ``ANCHOR_PREFERENCE``
+    (log-odds), s a random shift, so that every value (a mixture's component) is drawn
     towards data of its own. Cells impossible at ``params`` stay impossible. The
     anchors weigh 1 each and the other data together half as much as the anchors:
     each component starts near its anchor, on a broad background that keeps its scale

@@ -89,6 +89,10 @@ def _newton(loss, init_params, max_steps, tol, dtype):
 
     def body(carry: _NewtonCarry) -> _NewtonCarry:
         value, grad, hessian = derivatives(carry.params)
+        # A NaN in Q or its gradient would stop Newton where it stands, a silent non-move:
+        # NaN instead marks the coordinates concerned, for the driver's watchdog to name.
+        broken = ~jnp.isfinite(grad) | ~jnp.isfinite(value)
+        hessian = jnp.where(jnp.any(broken), jnp.eye(hessian.shape[0], dtype=dtype), hessian)
         # relative to |f| here, not at the start: a random start's f can be 1e13 times its optimum's
         scale = jnp.maximum(1.0, jnp.abs(value))
         # The trust region is a ball in coordinates scaled by max(1, |v_i|): each
@@ -108,8 +112,9 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         final = newton_gain <= rounding * jnp.maximum(1.0, jnp.abs(value))
 
         def rejected(search):
-            radius, _, gain, trial, _ = search
-            return ~(trial < value) & (radius > rounding) & ~final
+            radius, _, gain, trial, length = search
+            untried = length == 0  # the dummy below: try at least once
+            return untried | (~(trial < value) & (radius > rounding) & ~final)
 
         def try_radius(search):
             radius = search[0]
@@ -119,14 +124,16 @@ def _newton(loss, init_params, max_steps, tol, dtype):
             shrunk = jnp.where(trial < value, radius, 0.25 * jnp.minimum(radius, length))
             return shrunk, step, gain, trial, length
 
+        # A rejected "trial" to begin with, so that the only trial compiled is the loop's own.
         nothing = (carry.radius, jnp.zeros_like(flat), jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype), jnp.zeros((), dtype))
-        radius, step, gain, trial, length = jax.lax.while_loop(rejected, try_radius, try_radius(nothing))
+        radius, step, gain, trial, length = jax.lax.while_loop(rejected, try_radius, nothing)
         moved = trial < value
         agreement = (value - trial) / jnp.maximum(gain, jnp.finfo(dtype).tiny)
         radius = jnp.where(moved & (agreement > 0.75) & (length > 0.99 * radius), 2 * radius, radius)
         radius = jnp.where(moved & (agreement < 0.25), 0.25 * length, radius)
         params = jnp.where(final, carry.params + newton, jnp.where(moved, carry.params + step, carry.params))
-        done = (jnp.linalg.norm(grad) <= tol * scale) | final | ~moved
+        params = jnp.where(broken, jnp.nan, params)
+        done = (jnp.linalg.norm(grad) <= tol * scale) | final | ~moved | jnp.any(broken)
         return _NewtonCarry(params, carry.step + 1, done, radius)
 
     def cond(carry: _NewtonCarry):

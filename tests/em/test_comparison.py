@@ -70,7 +70,10 @@ def test_label_switching_is_undone(fit, run, comparison):
         values = dataset[name].values
         values[:, flip] = values[:, flip][..., ::-1]
     again = em.compare(gmm.univariate, fit, swapped, X, 2, **PRIORS)
-    assert again.relabelled == comparison.relabelled + int(flip.sum())
+    # EM's labels match every draw's or none's (a random start decides which); the flipped
+    # draws change sides.
+    assert comparison.relabelled in (0, 500)
+    assert again.relabelled == abs(comparison.relabelled - int(flip.sum()))
     np.testing.assert_allclose(again.parameters["mean"], comparison.parameters["mean"], rtol=1e-12)
     assert set(again.aligned_sites) == {"weights", "locs", "scales", "z"}
 
