@@ -112,9 +112,8 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         final = newton_gain <= rounding * jnp.maximum(1.0, jnp.abs(value))
 
         def rejected(search):
-            radius, _, gain, trial, length = search
-            untried = length == 0  # the dummy below: try at least once
-            return untried | (~(trial < value) & (radius > rounding) & ~final)
+            radius, _, _, trial, _, tried = search
+            return ~tried | (~(trial < value) & (radius > rounding) & ~final)
 
         def try_radius(search):
             radius = search[0]
@@ -122,11 +121,12 @@ def _newton(loss, init_params, max_steps, tol, dtype):
             step, gain, length = step_of(damping)
             trial = flat_loss(carry.params + step)
             shrunk = jnp.where(trial < value, radius, 0.25 * jnp.minimum(radius, length))
-            return shrunk, step, gain, trial, length
+            return shrunk, step, gain, trial, length, jnp.ones((), bool)
 
-        # A rejected "trial" to begin with, so that the only trial compiled is the loop's own.
-        nothing = (carry.radius, jnp.zeros_like(flat), jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype), jnp.zeros((), dtype))
-        radius, step, gain, trial, length = jax.lax.while_loop(rejected, try_radius, nothing)
+        # An untried search to begin with, so that the only trial compiled is the loop's own.
+        zero = jnp.zeros((), dtype)
+        untried = (carry.radius, jnp.zeros_like(flat), zero, jnp.full((), jnp.inf, dtype), zero, jnp.zeros((), bool))
+        radius, step, gain, trial, length, _ = jax.lax.while_loop(rejected, try_radius, untried)
         moved = trial < value
         agreement = (value - trial) / jnp.maximum(gain, jnp.finfo(dtype).tiny)
         radius = jnp.where(moved & (agreement > 0.75) & (length > 0.99 * radius), 2 * radius, radius)
