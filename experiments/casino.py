@@ -129,7 +129,11 @@ def main(args):
             f"EM, 1 in {args.label_every} labelled": (labelled_probability, "--"),
         }, figure)
         print(f"Figure: {figure}")
-    return {"fitted": fitted, "labelled": labelled, "viterbi_agreement": float(np.mean(fit_path == loaded))}
+    return {
+        "fitted": fitted, "labelled": labelled, "log_likelihood": float(result.log_likelihood),
+        "viterbi_agreement": float(np.mean(fit_path == loaded)),
+        "labelled_agreement": float(np.mean(labelled_path[hidden] == loaded[hidden])),
+    }
 
 
 if __name__ == "__main__":

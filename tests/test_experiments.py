@@ -52,9 +52,13 @@ def test_em_vs_mcmc(tmp_path):
 def test_casino(tmp_path):
     result = casino.main(casino.parse_args(["--restarts", "8", "--out", str(tmp_path)]))
     assert [p.name for p in tmp_path.glob("*.png")] == ["casino_posterior.png"]
-    # With 4 restarts EM stopped at a local optimum (log-likelihood -514.51, 68% agreement);
-    # 8 reach -514.26. The loaded state is found from the rolls alone: six is its most likely face, and
-    # the path agrees with the die at least as well as the book's own parameters do
-    # (90.7% with Durbin et al.'s values, computed by the same Viterbi).
-    assert np.argmax(result["fitted"]["emission_probs"][1]) == 5
-    assert result["viterbi_agreement"] > 0.9
+    # From the rolls alone, EM reaches at least the optimum at which the loaded die is
+    # found (-514.258; its Viterbi path agrees with the die for 93.3% of the rolls). A
+    # higher one exists on the simplex's boundary (-513.72: a "fair" state that never shows
+    # 1 or 3, 43% agreement), so the unlabelled fit's agreement is not asserted.
+    assert result["log_likelihood"] >= -514.2583
+    # Told every 10th die, EM finds the loaded die: six is its most likely face, and the path
+    # agrees with the die on the other rolls at least as well as the book's own parameters
+    # do (90.7%, computed by the same Viterbi).
+    assert np.argmax(result["labelled"]["emission_probs"][1]) == 5
+    assert result["labelled_agreement"] > 0.9
