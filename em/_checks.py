@@ -88,6 +88,7 @@ def check_observed(trace, sites: ModelSites):
 @partial(compilation.jit, static_argnums=0)
 def _flags(structure, leaves, values: dict) -> dict:
     constraints = jax.tree_util.tree_unflatten(structure, leaves)
+
     def strictly_inside(c, value):
         transform = biject_to(c)
         u = transform.inv(value)

@@ -10,7 +10,6 @@ the same 19 ms per iteration; the 100,000-point 2-D mixture of
 11.9 ms per iteration, so the option pays for itself below about 2,000 iterations).
 The option is an XLA debug option that other backends ignore.
 
-
 The options may only be given to a top-level ``jit``: called inside a user's own
 ``jax.jit``, the function is jitted without them instead.
 """

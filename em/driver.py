@@ -16,7 +16,7 @@ import numpy as np
 from numpyro import distributions as dist
 
 from em import _arguments, _checks, compilation, enumeration, estep, initialisation, mstep, scans
-from em.masking import unwrap, value_mask_of_shape
+from em.masking import masked_moments, unwrap, valid_entries
 from em.results import EMResult
 from em.sites import abstract_trace, constrain, inspect_model, model_trace, unconstrain
 
@@ -100,13 +100,7 @@ def _relative_variances(trace, sites) -> dict:
         if isinstance(d, dist.MultivariateNormal):  # conditional variances: a flat ellipse too
             variance = jnp.diagonal(d.scale_tril, axis1=-2, axis2=-1) ** 2
         value = jnp.asarray(site["value"], variance.dtype)
-        mask = value_mask_of_shape(site)
-        counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim), value.shape)
-        counted = counted & jnp.isfinite(value)
-        axes = tuple(range(value.ndim - d.event_dim))
-        count = jnp.maximum(jnp.sum(counted, axes), 1)
-        mean = jnp.sum(jnp.where(counted, value, 0.0), axes) / count
-        spread = jnp.sum(jnp.where(counted, (value - mean) ** 2, 0.0), axes) / count
+        _, spread = masked_moments(value, valid_entries(site), tuple(range(value.ndim - d.event_dim)))
         ratios[name] = jnp.min(variance / jnp.where(spread > 0, spread, 1.0))
     return ratios
 
@@ -398,7 +392,7 @@ def fit(
         model, static, int(max_iter), float(tol), int(num_restarts), bool(priors),
         bool(sufficient_statistics), optimizer, int(m_step_max_steps), m_step_tol, tuple(sorted(init)),
     )
-    result, checks = _fit_compiled(config, dynamic, {k: jnp.asarray(v) for k, v in init.items()}, rng_key)
+    result, checks = _fit_compiled(config, dynamic, init, rng_key)
     if concrete and _checks.is_concrete(result):
         _report(checks, result, sites, num_restarts)
     return result

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from em import enumeration, estep
-from em.masking import value_mask_of_shape
+from em.masking import masked_moments, valid_entries
 from em.sites import ModelSites
 
 ANCHOR_PREFERENCE = 5.0  # log-odds with which an anchor datum prefers its assigned value
@@ -34,15 +34,11 @@ def _row_features(trace, layout, name: str, dim: int, size: int):
         axis = jnp.ndim(value) - site["fn"].event_dim + dim
         if axis < 0 or jnp.shape(value)[axis] != size:
             continue
-        mask = value_mask_of_shape(site)
-        counted = jnp.broadcast_to(jnp.reshape(mask, jnp.shape(mask) + (1,) * site["fn"].event_dim), value.shape)
         rows = jnp.reshape(jnp.moveaxis(value, axis, 0), (size, -1))
-        valid = jnp.reshape(jnp.moveaxis(counted & jnp.isfinite(value), axis, 0), (size, -1))
-        count = jnp.maximum(jnp.sum(valid, 0), 1)
-        mean = jnp.sum(jnp.where(valid, rows, 0.0), 0) / count
-        centred = jnp.where(valid, rows - mean, 0.0)
-        spread = jnp.sqrt(jnp.sum(centred**2, 0) / count)
-        columns.append(centred / jnp.where(spread > 0, spread, 1.0))
+        valid = jnp.reshape(jnp.moveaxis(valid_entries(site), axis, 0), (size, -1))
+        mean, variance = masked_moments(rows, valid, 0)
+        spread = jnp.sqrt(variance)
+        columns.append(jnp.where(valid, rows - mean, 0.0) / jnp.where(spread > 0, spread, 1.0))
     return jnp.concatenate(columns, axis=1) if columns else jnp.zeros((size, 1))
 
 

@@ -37,3 +37,20 @@ def value_mask_of_shape(site):
     except ValueError:
         fits = False
     return jnp.broadcast_to(mask, batch) if fits else jnp.ones(batch, bool)
+
+
+def valid_entries(site):
+    """Which entries of a traced site's value count, over the whole value (its event axes
+    too): not masked out (:func:`value_mask_of_shape`), and finite."""
+    value = site["value"]
+    mask = value_mask_of_shape(site)
+    mask = jnp.reshape(mask, jnp.shape(mask) + (1,) * (jnp.ndim(value) - mask.ndim))
+    return jnp.broadcast_to(mask, jnp.shape(value)) & jnp.isfinite(value)
+
+
+def masked_moments(values, valid, axes):
+    """Mean and variance of ``values`` over ``axes``, counting the entries where ``valid``."""
+    count = jnp.maximum(jnp.sum(valid, axes), 1)
+    mean = jnp.sum(jnp.where(valid, values, 0.0), axes) / count
+    variance = jnp.sum(jnp.where(valid, (values - mean) ** 2, 0.0), axes) / count
+    return mean, variance

@@ -109,7 +109,7 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         newton, newton_gain, newton_length = step_of(0.0)
         # Once the predicted gain is below f's rounding, a trial sees only noise: the last
         # full Newton step (quadratic convergence) brings θ to the optimum's rounding.
-        final = newton_gain <= rounding * jnp.maximum(1.0, jnp.abs(value))
+        final = newton_gain <= rounding * scale
 
         def rejected(search):
             radius, _, _, trial, _, tried = search

@@ -6,7 +6,6 @@ published analyses or from closed forms and independent numpy code.
 
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import jax
