@@ -40,7 +40,11 @@ def make_problem(n, k, dim, seed):
     tril = np.tril(rng.normal(0.0, 0.4, size=(k, dim, dim)), -1) + np.eye(dim)[None] * rng.uniform(0.5, 1.5, (k, 1, 1))
     labels = rng.integers(k, size=n)
     x = centres[labels] + np.einsum("nij,nj->ni", tril[labels], rng.normal(size=(n, dim)))
-    start = dict(weights=np.full(k, 1.0 / k), locs=x[rng.choice(n, k, replace=False)], covs=np.broadcast_to(np.eye(dim), (k, dim, dim)))
+    start = dict(
+        weights=np.full(k, 1.0 / k),
+        locs=x[rng.choice(n, k, replace=False)],
+        covs=np.broadcast_to(np.eye(dim), (k, dim, dim)),
+    )
     return x, start
 
 
@@ -58,8 +62,14 @@ def run_sklearn(x, start, iters, repeats):
 
     def run():
         return GaussianMixture(
-            len(start["weights"]), covariance_type="full", weights_init=start["weights"], means_init=start["locs"],
-            precisions_init=np.linalg.inv(start["covs"]), reg_covar=0.0, max_iter=iters, tol=0.0,
+            len(start["weights"]),
+            covariance_type="full",
+            weights_init=start["weights"],
+            means_init=start["locs"],
+            precisions_init=np.linalg.inv(start["covs"]),
+            reg_covar=0.0,
+            max_iter=iters,
+            tol=0.0,
         ).fit(x)
 
     seconds, model = median_time(run, repeats)
@@ -70,13 +80,16 @@ def run_em(x, start, iters, repeats, dtype):
     k, dim = start["locs"].shape
     data = jnp.asarray(x, dtype)
     init = {
-        "weights": jnp.asarray(start["weights"], dtype), "locs": jnp.asarray(start["locs"], dtype),
+        "weights": jnp.asarray(start["weights"], dtype),
+        "locs": jnp.asarray(start["locs"], dtype),
         "scales": jnp.sqrt(jnp.asarray(np.diagonal(start["covs"], axis1=1, axis2=2), dtype)),
         "corr_tril": jnp.asarray(np.broadcast_to(np.eye(dim), (k, dim, dim)), dtype),
     }
 
     def run():
-        result = em.fit(gmm.multivariate, data, k, rng_key=jax.random.PRNGKey(0), init=init, max_iter=iters, tol=0, priors=False)
+        result = em.fit(
+            gmm.multivariate, data, k, rng_key=jax.random.PRNGKey(0), init=init, max_iter=iters, tol=0, priors=False
+        )
         return jax.block_until_ready(result)
 
     t = time.perf_counter()
@@ -97,8 +110,12 @@ def run_handwritten(x, start, iters, repeats):
     def coefficients(weights, locs, covs):
         precision = jnp.linalg.inv(covs)
         p_loc = jnp.einsum("kij,kj->ki", precision, locs)
-        constant = (jnp.log(weights) - 0.5 * jnp.linalg.slogdet(covs)[1] - 0.5 * dim * jnp.log(2 * jnp.pi)
-                    - 0.5 * jnp.sum(locs * p_loc, 1))
+        constant = (
+            jnp.log(weights)
+            - 0.5 * jnp.linalg.slogdet(covs)[1]
+            - 0.5 * dim * jnp.log(2 * jnp.pi)
+            - 0.5 * jnp.sum(locs * p_loc, 1)
+        )
         return jnp.concatenate([constant[:, None], p_loc, -0.5 * precision.reshape(-1, dim * dim)], 1)
 
     def step(_, params):
@@ -106,8 +123,8 @@ def run_handwritten(x, start, iters, repeats):
         resp = jnp.exp(log_p - jax.nn.logsumexp(log_p, 1, keepdims=True))
         totals = resp.T @ stats  # (k, 1 + d + d²)
         counts = totals[:, 0]
-        locs = totals[:, 1:1 + dim] / counts[:, None]
-        second = totals[:, 1 + dim:].reshape(-1, dim, dim) / counts[:, None, None]
+        locs = totals[:, 1 : 1 + dim] / counts[:, None]
+        second = totals[:, 1 + dim :].reshape(-1, dim, dim) / counts[:, None, None]
         return counts / n, locs, second - locs[:, :, None] * locs[:, None, :]
 
     @jax.jit
@@ -126,9 +143,11 @@ def main(args):
     # float32 first, in JAX's default mode; then float64 for everything else.
     em32_seconds, em32_ll, em32_compile = run_em(x, start, args.iters, args.repeats, jnp.float32)
     jax.config.update("jax_enable_x64", True)
-    print(f"Gaussian mixture: N = {args.n:,}, K = {args.k}, D = {args.dim}, full covariance; "
-          f"{args.iters} EM iterations from the same start; median of {args.repeats} runs; {jax.device_count()} "
-          f"{jax.devices()[0].platform.upper()} device(s)\n")
+    print(
+        f"Gaussian mixture: N = {args.n:,}, K = {args.k}, D = {args.dim}, full covariance; "
+        f"{args.iters} EM iterations from the same start; median of {args.repeats} runs; {jax.device_count()} "
+        f"{jax.devices()[0].platform.upper()} device(s)\n"
+    )
     sk_seconds, sk_ll = run_sklearn(x, start, args.iters, args.repeats)
     em_seconds, em_ll, em_compile = run_em(x, start, args.iters, args.repeats, jnp.float64)
     hand_seconds, hand_ll = run_handwritten(x, start, args.iters, args.repeats)
@@ -143,7 +162,8 @@ def main(args):
         per_iter = 1000 * seconds / args.iters
         ratio = sk_seconds / seconds
         compile_text = f"{compile_s:.2f}" if compile_s is not None else "—"
-        print(f"{name:<41}{per_iter:>9.2f}{ratio:>11.1f}×{compile_text:>11}{ll:>24.6f}{abs(ll - sk_ll) / abs(sk_ll):>11.1e}")
+        difference = abs(ll - sk_ll) / abs(sk_ll)
+        print(f"{name:<41}{per_iter:>9.2f}{ratio:>11.1f}×{compile_text:>11}{ll:>24.6f}{difference:>11.1e}")
     print("\n'vs sklearn': how many times faster than scikit-learn per iteration (higher is better).")
     return rows
 

@@ -81,18 +81,21 @@ def timed(run, repeats):
 
 
 def run_em(x, start, iters, repeats, dtype):
-    sequences, steps, dim = x.shape
+    _, _, dim = x.shape
     data = jnp.asarray(x[..., 0] if dim == 1 else x, dtype)
     init = {
-        "initial": jnp.asarray(start["initial"], dtype), "transition": jnp.asarray(start["transition"], dtype),
-        "locs": jnp.asarray(start["means"], dtype), "scales": jnp.sqrt(jnp.asarray(start["variances"], dtype)),
+        "initial": jnp.asarray(start["initial"], dtype),
+        "transition": jnp.asarray(start["transition"], dtype),
+        "locs": jnp.asarray(start["means"], dtype),
+        "scales": jnp.sqrt(jnp.asarray(start["variances"], dtype)),
     }
     if dim > 1:
         init["corr_tril"] = jnp.broadcast_to(jnp.eye(dim, dtype=dtype), (K, dim, dim))
 
     def run():
-        result = em.fit(hmm.gaussian, data, K, rng_key=jax.random.PRNGKey(0), init=init, max_iter=iters, tol=0,
-                        priors=False)
+        result = em.fit(
+            hmm.gaussian, data, K, rng_key=jax.random.PRNGKey(0), init=init, max_iter=iters, tol=0, priors=False
+        )
         return jax.block_until_ready(result)
 
     first, seconds, result = timed(run, repeats)
@@ -106,8 +109,16 @@ def run_hmmlearn(x, start, iters, repeats, implementation):
     covariance_type = "diag" if dim == 1 else "full"
 
     def run():
-        model = GaussianHMM(K, covariance_type=covariance_type, init_params="", n_iter=iters, tol=0.0, min_covar=0.0,
-                            covars_prior=0.0, implementation=implementation)
+        model = GaussianHMM(
+            K,
+            covariance_type=covariance_type,
+            init_params="",
+            n_iter=iters,
+            tol=0.0,
+            min_covar=0.0,
+            covars_prior=0.0,
+            implementation=implementation,
+        )
         model.startprob_, model.transmat_, model.means_ = start["initial"], start["transition"], start["means"]
         model.covars_ = start["variances"] if dim == 1 else np.stack([np.diag(v) for v in start["variances"]])
         return model.fit(x.reshape(-1, dim), [steps] * sequences)
@@ -119,7 +130,7 @@ def run_hmmlearn(x, start, iters, repeats, implementation):
 def run_dynamax(x, start, iters, repeats):
     from dynamax.hidden_markov_model import GaussianHMM
 
-    sequences, steps, dim = x.shape
+    sequences, _, dim = x.shape
     model = GaussianHMM(K, dim)
     params, props = model.initialize(
         initial_probs=jnp.asarray(start["initial"], jnp.float32),
@@ -132,7 +143,8 @@ def run_dynamax(x, start, iters, repeats):
     fit_em = jax.jit(lambda p: model.fit_em(p, props, emissions, num_iters=iters, verbose=False)[0])
     first, seconds, fitted = timed(lambda: jax.block_until_ready(fit_em(params)), repeats)
     log_likelihood = (
-        jnp.sum(jax.vmap(lambda e: model.marginal_log_prob(fitted, e))(emissions)) if sequences > 1
+        jnp.sum(jax.vmap(lambda e: model.marginal_log_prob(fitted, e))(emissions))
+        if sequences > 1
         else model.marginal_log_prob(fitted, emissions)
     )
     return seconds / iters, first - seconds, float(log_likelihood)
@@ -160,8 +172,10 @@ def main(args):
         results[name]["em.fit (float64)"] = run_em(x, start, args.iters, args.repeats, jnp.float64)
         results[name]["hmmlearn, scaling (float64)"] = run_hmmlearn(x, start, args.iters, args.repeats, "scaling")
         results[name]["hmmlearn, log: default (float64)"] = run_hmmlearn(x, start, args.iters, args.repeats, "log")
-    print(f"Gaussian HMM, K = {K}; {args.iters} EM iterations from the same start; median of {args.repeats} runs; "
-          f"{jax.devices()[0].platform.upper()}")
+    print(
+        f"Gaussian HMM, K = {K}; {args.iters} EM iterations from the same start; median of {args.repeats} runs; "
+        f"{jax.devices()[0].platform.upper()}"
+    )
     if not _dynamax_available():
         print("(dynamax is not installed: pip install dynamax)")
     for name in names:
@@ -173,8 +187,10 @@ def main(args):
         for method in sorted(rows, key=lambda m: rows[m][0]):
             per_iter, compile_s, log_likelihood = rows[method]
             compile_text = f"{compile_s:.2f}" if compile_s is not None else "—"
-            print(f"  {method:<36}{1000 * per_iter:>9.2f}{reference / per_iter:>20.2f}×{compile_text:>11}"
-                  f"{log_likelihood / (sequences * steps):>15.6f}")
+            print(
+                f"  {method:<36}{1000 * per_iter:>9.2f}{reference / per_iter:>20.2f}×{compile_text:>11}"
+                f"{log_likelihood / (sequences * steps):>15.6f}"
+            )
     print("\n'vs hmmlearn scaling': how many times faster per iteration than hmmlearn's scaling implementation.")
     return results
 

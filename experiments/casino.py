@@ -50,15 +50,29 @@ def loaded_first(params: dict) -> dict:
 
 def decode(params: dict, rolls, **labels):
     """(Viterbi path, p(loaded) per roll) under ``params`` given in (fair, loaded) order."""
-    posterior = em.posterior(hmm.categorical, {k: jnp.asarray(v) for k, v in params.items()},
-                             jnp.asarray(rolls[None]), K, casino.NUM_FACES, **labels)
+    posterior = em.posterior(
+        hmm.categorical,
+        {k: jnp.asarray(v) for k, v in params.items()},
+        jnp.asarray(rolls[None]),
+        K,
+        casino.NUM_FACES,
+        **labels,
+    )
     return np.asarray(posterior.mode()["z"][:, 0]), np.asarray(posterior.probs["z"][:, 0, casino.LOADED])
 
 
 def fit(rolls, restarts, seed, **labels):
     start = time.perf_counter()
-    result = em.fit(hmm.categorical, jnp.asarray(rolls[None]), K, casino.NUM_FACES, rng_key=jax.random.PRNGKey(seed),
-                    num_restarts=restarts, priors=False, **labels)
+    result = em.fit(
+        hmm.categorical,
+        jnp.asarray(rolls[None]),
+        K,
+        casino.NUM_FACES,
+        rng_key=jax.random.PRNGKey(seed),
+        num_restarts=restarts,
+        priors=False,
+        **labels,
+    )
     return result, loaded_first(result.params), time.perf_counter() - start
 
 
@@ -66,12 +80,16 @@ def print_parameters(fitted: dict, labelled: dict):
     print(f"{'':<26}{'book':>8}{'EM':>8}{'EM, 1 in 10 labelled':>23}")
     rows = [(f"P({a} -> {b})", (i, j)) for i, a in enumerate("FL") for j, b in enumerate("FL")]
     for name, index in rows:
-        print(f"{name:<26}{casino.TRUE['transition'][index]:>8.3f}{fitted['transition'][index]:>8.3f}"
-              f"{labelled['transition'][index]:>23.3f}")
+        print(
+            f"{name:<26}{casino.TRUE['transition'][index]:>8.3f}{fitted['transition'][index]:>8.3f}"
+            f"{labelled['transition'][index]:>23.3f}"
+        )
     for state, die in enumerate("FL"):
         for face in range(casino.NUM_FACES):
-            print(f"{f'P({face + 1} | {die})':<26}{casino.TRUE['emission_probs'][state, face]:>8.3f}"
-                  f"{fitted['emission_probs'][state, face]:>8.3f}{labelled['emission_probs'][state, face]:>23.3f}")
+            print(
+                f"{f'P({face + 1} | {die})':<26}{casino.TRUE['emission_probs'][state, face]:>8.3f}"
+                f"{fitted['emission_probs'][state, face]:>8.3f}{labelled['emission_probs'][state, face]:>23.3f}"
+            )
 
 
 def save_figure(loaded, curves: dict, path: Path):
@@ -109,28 +127,55 @@ def main(args):
     hidden = ~recorded
     print(f"\n{'':<34}{'log-lik':>10}{'iters':>7}{'time s':>8}{'Viterbi = truth':>17}{'p > 0.5 = truth':>17}")
     for name, ll, iters, secs, path, probability, rows in [
-        ("book's parameters", em.log_likelihood(hmm.categorical, {k: jnp.asarray(v) for k, v in book.items()},
-                                                jnp.asarray(rolls[None]), K, casino.NUM_FACES), None, None,
-         book_path, book_probability, slice(None)),
+        (
+            "book's parameters",
+            em.log_likelihood(
+                hmm.categorical,
+                {k: jnp.asarray(v) for k, v in book.items()},
+                jnp.asarray(rolls[None]),
+                K,
+                casino.NUM_FACES,
+            ),
+            None,
+            None,
+            book_path,
+            book_probability,
+            slice(None),
+        ),
         ("EM", result.log_likelihood, result.num_iter, seconds, fit_path, fit_probability, slice(None)),
-        ("EM, 1 in 10 labelled (the rest)", labelled_result.log_likelihood, labelled_result.num_iter,
-         labelled_seconds, labelled_path, labelled_probability, hidden),
+        (
+            "EM, 1 in 10 labelled (the rest)",
+            labelled_result.log_likelihood,
+            labelled_result.num_iter,
+            labelled_seconds,
+            labelled_path,
+            labelled_probability,
+            hidden,
+        ),
     ]:
         agree_path = np.mean(path[rows] == loaded[rows])
         agree_marginal = np.mean((probability[rows] > 0.5) == loaded[rows])
-        print(f"{name:<34}{float(ll):>10.2f}{'' if iters is None else int(iters):>7}"
-              f"{'' if secs is None else f'{secs:.1f}':>8}{agree_path:>16.1%}{agree_marginal:>17.1%}")
+        print(
+            f"{name:<34}{float(ll):>10.2f}{'' if iters is None else int(iters):>7}"
+            f"{'' if secs is None else f'{secs:.1f}':>8}{agree_path:>16.1%}{agree_marginal:>17.1%}"
+        )
     print("\nThe book's log-likelihood counts p(first die) = 1/2 each; the labelled fit's counts its recorded dice.")
     if not args.no_figures:
         figure = args.out / "casino_posterior.png"
-        save_figure(loaded, {
-            "EM": (fit_probability, "-"),
-            "book's parameters": (book_probability, ":"),
-            f"EM, 1 in {args.label_every} labelled": (labelled_probability, "--"),
-        }, figure)
+        save_figure(
+            loaded,
+            {
+                "EM": (fit_probability, "-"),
+                "book's parameters": (book_probability, ":"),
+                f"EM, 1 in {args.label_every} labelled": (labelled_probability, "--"),
+            },
+            figure,
+        )
         print(f"Figure: {figure}")
     return {
-        "fitted": fitted, "labelled": labelled, "log_likelihood": float(result.log_likelihood),
+        "fitted": fitted,
+        "labelled": labelled,
+        "log_likelihood": float(result.log_likelihood),
         "viterbi_agreement": float(np.mean(fit_path == loaded)),
         "labelled_agreement": float(np.mean(labelled_path[hidden] == loaded[hidden])),
     }

@@ -62,9 +62,11 @@ def problem(case: str):
         return heights_model.heights, (jnp.asarray(height), jnp.asarray(sex), jnp.asarray(recorded)), {}, description
     x = faithful.load()
     mean, sd = x.mean(0), x.std(0)
-    description = (f"faithful: {len(x)} eruptions, 2-D Gaussian mixture (full covariance); columns standardised "
-                   f"(eruptions: mean {mean[0]:.3f}, sd {sd[0]:.3f} min; "
-                   f"waiting: mean {mean[1]:.3f}, sd {sd[1]:.3f} min)")
+    description = (
+        f"faithful: {len(x)} eruptions, 2-D Gaussian mixture (full covariance); columns standardised "
+        f"(eruptions: mean {mean[0]:.3f}, sd {sd[0]:.3f} min; "
+        f"waiting: mean {mean[1]:.3f}, sd {sd[1]:.3f} min)"
+    )
     kwargs = dict(covariance="full", loc_mean=0.0, loc_scale=3.0, scale_scale=3.0)
     return gmm.multivariate, (jnp.asarray((x - mean) / sd), 2), kwargs, description
 
@@ -77,33 +79,65 @@ def run_case(case: str, args):
     jax.block_until_ready(fit)
     em_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    mcmc = em.run_nuts(model, *model_args, rng_key=key_nuts, num_warmup=args.warmup, num_samples=args.samples,
-                       num_chains=args.chains, init=fit.params, **kwargs)
+    mcmc = em.run_nuts(
+        model,
+        *model_args,
+        rng_key=key_nuts,
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        init=fit.params,
+        **kwargs,
+    )
     nuts_seconds = time.perf_counter() - start
     comparison = em.compare(model, fit, mcmc, *model_args, sd_factor=args.sd_factor, **kwargs)
-    return dict(case=case, description=description, model_args=model_args, fit=fit, comparison=comparison,
-                em_seconds=em_seconds, nuts_seconds=nuts_seconds)
+    return dict(
+        case=case,
+        description=description,
+        model_args=model_args,
+        fit=fit,
+        comparison=comparison,
+        em_seconds=em_seconds,
+        nuts_seconds=nuts_seconds,
+    )
 
 
 def print_case(result, args):
     c = result["comparison"]
     print(f"\n=== {result['description']}")
-    print(f"EM: {int(result['fit'].num_iter)} iterations, {args.restarts} restarts, {result['em_seconds']:.1f} s "
-          f"(with compilation); NUTS: {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), "
-          f"{result['nuts_seconds']:.1f} s (with compilation)")
-    print(f"Labels aligned to EM on {', '.join(c.aligned_sites) or 'no site'}: "
-          f"{c.relabelled} of {args.chains * args.samples} draws relabelled.")
+    print(
+        f"EM: {int(result['fit'].num_iter)} iterations, {args.restarts} restarts, {result['em_seconds']:.1f} s "
+        f"(with compilation); NUTS: {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), "
+        f"{result['nuts_seconds']:.1f} s (with compilation)"
+    )
+    print(
+        f"Labels aligned to EM on {', '.join(c.aligned_sites) or 'no site'}: "
+        f"{c.relabelled} of {args.chains * args.samples} draws relabelled."
+    )
     table = c.parameters.copy()
     table["flag"] = np.where(table["outside_hdi"], "outside HDI ", "") + np.where(table["se_mismatch"], "SE/sd", "")
-    columns = ["em", "se", "laplace_lower", "laplace_upper", "mean", "sd", "hdi_lower", "hdi_upper",
-               "se_over_sd", "r_hat", "ess_bulk", "flag"]
+    columns = [
+        "em",
+        "se",
+        "laplace_lower",
+        "laplace_upper",
+        "mean",
+        "sd",
+        "hdi_lower",
+        "hdi_upper",
+        "se_over_sd",
+        "r_hat",
+        "ess_bulk",
+        "flag",
+    ]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4g}".format):
-        print(f"\nParameters (Laplace interval and HDI: {100 * c.hdi_prob:.0f}%; flag SE/sd outside "
-              f"[1/{c.sd_factor:g}, {c.sd_factor:g}]):")
+        print(
+            f"\nParameters (Laplace interval and HDI: {100 * c.hdi_prob:.0f}%; flag SE/sd outside "
+            f"[1/{c.sd_factor:g}, {c.sd_factor:g}]):"
+        )
         print(table[columns].to_string())
         print("\nr_hat: " + ", ".join(f"{k} {v:.3f}" for k, v in table["r_hat"].items()))
-        print("\nLatents: |EM responsibility - NUTS posterior membership| over the data whose latent "
-              "was not recorded")
+        print("\nLatents: |EM responsibility - NUTS posterior membership| over the data whose latent was not recorded")
         print(c.latents.to_string())
         print("\nModel selection (EM: k = unconstrained dimension; *ic on the deviance scale, -2 elpd):")
         print(c.model_selection.to_string())
@@ -124,7 +158,7 @@ def _covariances(params):
 
 
 def _draws(idata, names, count, seed):
-    flat = {n: idata.posterior[n].values.reshape((-1,) + idata.posterior[n].shape[2:]) for n in names}
+    flat = {n: idata.posterior[n].values.reshape((-1, *idata.posterior[n].shape[2:])) for n in names}
     total = len(next(iter(flat.values())))
     chosen = np.random.default_rng(seed).choice(total, min(count, total), replace=False)
     return [{n: v[i] for n, v in flat.items()} for i in chosen]
@@ -141,16 +175,19 @@ def plot_forest(result, path):
     sites = list(dict.fromkeys(label.split("[")[0] for label in table.index))
     heights = [1 + 0.4 * comparison.mcmc.posterior[site].values[0, 0].size for site in sites]
     fig, axes = plt.subplots(len(sites), 1, figsize=(6, sum(heights)), gridspec_kw={"height_ratios": heights})
-    for ax, site in zip(np.atleast_1d(axes), sites):
+    for ax, site in zip(np.atleast_1d(axes), sites, strict=False):
         az.plot_forest(comparison.mcmc, var_names=[site], combined=True, hdi_prob=comparison.hdi_prob, ax=ax)
-        for y, tick in zip(ax.get_yticks(), ax.get_yticklabels()):
+        for y, tick in zip(ax.get_yticks(), ax.get_yticklabels(), strict=False):
             label = tick.get_text() if tick.get_text().startswith(site) else site + tick.get_text()
             if label in table.index:
                 row = table.loc[label]
                 ax.hlines(y - 0.6, row["laplace_lower"], row["laplace_upper"], color="tab:red", lw=1.5)
                 ax.plot(row["em"], y - 0.6, "x", color="tab:red")
-        ax.set_title(site if ax is not np.atleast_1d(axes)[0] else
-                     f"{result['case']}: NUTS {100 * comparison.hdi_prob:.0f}% HDI (ArviZ), EM ± Laplace (red)\n{site}")
+        ax.set_title(
+            site
+            if ax is not np.atleast_1d(axes)[0]
+            else f"{result['case']}: NUTS {100 * comparison.hdi_prob:.0f}% HDI (ArviZ), EM ± Laplace (red)\n{site}"
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -162,15 +199,17 @@ def plot_standardised_forest(result, path):
     import matplotlib.pyplot as plt
 
     table = result["comparison"].parameters
-    z = lambda v: (table[v] - table["mean"]) / table["sd"]
+
+    def z(v):
+        return (table[v] - table["mean"]) / table["sd"]
+
     rows = np.arange(len(table))[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(table) + 1.2))
     ax.hlines(rows + 0.15, z("hdi_lower"), z("hdi_upper"), color="tab:blue", lw=3, label="NUTS 94% HDI")
     ax.plot(np.zeros(len(rows)), rows + 0.15, "o", color="tab:blue", ms=4, label="posterior mean")
     ax.hlines(rows - 0.15, z("laplace_lower"), z("laplace_upper"), color="tab:red", lw=1.5, label="EM Laplace 94%")
     ax.plot(z("em"), rows - 0.15, "x", color="tab:red", label="EM estimate")
-    ax.set(yticks=rows, yticklabels=table.index, xlabel="(value − posterior mean) / posterior sd",
-           title=result["case"])
+    ax.set(yticks=rows, yticklabels=table.index, xlabel="(value − posterior mean) / posterior sd", title=result["case"])
     ax.axvline(0, color="0.8", lw=0.8, zorder=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -184,8 +223,14 @@ def plot_heights(result, path):
 
     height = np.asarray(result["model_args"][0])
     grid = np.linspace(height.min() - 5, height.max() + 5, 300)
-    density = lambda p: np.sum(np.asarray(p["weights"])[:, None] * norm.pdf(grid, np.asarray(p["locs"])[:, None],
-                                                                             np.asarray(p["scales"])[:, None]), 0)
+
+    def density(p):
+        return np.sum(
+            np.asarray(p["weights"])[:, None]
+            * norm.pdf(grid, np.asarray(p["locs"])[:, None], np.asarray(p["scales"])[:, None]),
+            0,
+        )
+
     draws = np.stack([density(p) for p in _draws(result["comparison"].mcmc, ("weights", "locs", "scales"), 200, 0)])
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(height, bins=30, density=True, color="0.85", label="adults")
@@ -217,8 +262,11 @@ def plot_faithful(result, path):
     for k, cov in enumerate(_covariances(params)):
         _ellipse(ax, np.asarray(params["locs"][k]), cov, color="k", lw=1.5, label="EM" if k == 0 else None)
     ax.plot([], [], color="0.5", lw=0.5, label="NUTS draws")
-    ax.set(xlabel="eruption duration (standardised)", ylabel="waiting time (standardised)",
-           title="Old Faithful: 2-sd ellipses, colour = EM p(z = 1 | x)")
+    ax.set(
+        xlabel="eruption duration (standardised)",
+        ylabel="waiting time (standardised)",
+        title="Old Faithful: 2-sd ellipses, colour = EM p(z = 1 | x)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -75,8 +75,13 @@ def headline_fits(height, sex, args):
         fit, params, imputed = fit_and_impute(height, sex, recorded, jax.random.PRNGKey(args.seed + i), args.restarts)
         correct = imputed == np.asarray(sex)
         rows[name] = dict(
-            fit=fit, params=params, imputed=imputed, recorded=recorded, seconds=time.perf_counter() - start,
-            hidden_half=float(correct[np.asarray(hidden_half)].mean()), everyone=float(correct.mean()),
+            fit=fit,
+            params=params,
+            imputed=imputed,
+            recorded=recorded,
+            seconds=time.perf_counter() - start,
+            hidden_half=float(correct[np.asarray(hidden_half)].mean()),
+            everyone=float(correct.mean()),
         )
     return rows, np.asarray(hidden_half)
 
@@ -90,12 +95,15 @@ def sweep(height, sex, oracle_imputed, args):
     n = height.shape[0]
     shares = np.linspace(0.0, 1.0, args.shares)
     rng = np.random.default_rng(args.seed)
-    masks = np.stack([
-        ~np.isin(np.arange(n), rng.choice(n, int(round(s * n)), replace=False))
-        for s in shares for _ in range(args.repeats)
-    ])
+    masks = np.stack(
+        [
+            ~np.isin(np.arange(n), rng.choice(n, round(s * n), replace=False))
+            for s in shares
+            for _ in range(args.repeats)
+        ]
+    )
     keys = jax.random.split(jax.random.PRNGKey(args.seed + 100), len(masks))
-    runs = [fit_and_impute(height, sex, jnp.asarray(m), k, args.restarts) for m, k in zip(masks, keys)]
+    runs = [fit_and_impute(height, sex, jnp.asarray(m), k, args.restarts) for m, k in zip(masks, keys, strict=False)]
     hidden = ~masks
     correct = np.stack([imputed for _, _, imputed in runs]) == np.asarray(sex)[None]
     oracle = (oracle_imputed == np.asarray(sex))[None]  # the complete-data fit, same rows
@@ -107,44 +115,60 @@ def sweep(height, sex, oracle_imputed, args):
         shares=shares,
         accuracy=accuracy.reshape(shape),
         oracle=oracle_accuracy.reshape(shape),
-        locs=np.stack([np.asarray(params["locs"]) for _, params, _ in runs]).reshape(shape + (2,)),
+        locs=np.stack([np.asarray(params["locs"]) for _, params, _ in runs]).reshape((*shape, 2)),
         converged=np.array([bool(fit.converged) for fit, _, _ in runs]).reshape(shape),
     )
 
 
 def print_table(rows, hidden_half, complete_truth):
-    print(f"\nHowell !Kung adults: {len(complete_truth['sex'])} people, "
-          f"{int(hidden_half.sum())} of them in the hidden half (every second person).\n")
-    header = (f"{'fit (labels used)':<19}{'weight F/M':>14}{'mean F/M (cm)':>17}{'sd F/M (cm)':>14}"
-              f"{'log-lik':>11}{'iters':>7}{'recovered: hidden half':>24}{'everyone':>10}")
+    print(
+        f"\nHowell !Kung adults: {len(complete_truth['sex'])} people, "
+        f"{int(hidden_half.sum())} of them in the hidden half (every second person).\n"
+    )
+    header = (
+        f"{'fit (labels used)':<19}{'weight F/M':>14}{'mean F/M (cm)':>17}{'sd F/M (cm)':>14}"
+        f"{'log-lik':>11}{'iters':>7}{'recovered: hidden half':>24}{'everyone':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         p, fit = row["params"], row["fit"]
-        print(f"{name:<19}{p['weights'][0]:>7.3f}/{p['weights'][1]:<6.3f}{p['locs'][0]:>9.2f}/{p['locs'][1]:<7.2f}"
-              f"{p['scales'][0]:>7.2f}/{p['scales'][1]:<6.2f}{float(fit.log_likelihood):>11.2f}{int(fit.num_iter):>7d}"
-              f"{100 * row['hidden_half']:>23.1f}%{100 * row['everyone']:>9.1f}%")
+        print(
+            f"{name:<19}{p['weights'][0]:>7.3f}/{p['weights'][1]:<6.3f}{p['locs'][0]:>9.2f}/{p['locs'][1]:<7.2f}"
+            f"{p['scales'][0]:>7.2f}/{p['scales'][1]:<6.2f}{float(fit.log_likelihood):>11.2f}{int(fit.num_iter):>7d}"
+            f"{100 * row['hidden_half']:>23.1f}%{100 * row['everyone']:>9.1f}%"
+        )
     t = complete_truth
-    print(f"{'sample statistics':<19}{t['share'][0]:>7.3f}/{t['share'][1]:<6.3f}{t['mean'][0]:>9.2f}/{t['mean'][1]:<7.2f}"
-          f"{t['sd'][0]:>7.2f}/{t['sd'][1]:<6.2f}")
-    print("\nlog-lik: log p(heights, recorded sexes | θ̂), the latents summed out. 'recovered': "
-          "share of sexes whose\nimputed value (most probable under the fit, from the height alone) is the true one. "
-          "The 'all hidden'\nfit names its shorter component female.")
+    print(
+        f"{'sample statistics':<19}{t['share'][0]:>7.3f}/{t['share'][1]:<6.3f}{t['mean'][0]:>9.2f}/{t['mean'][1]:<7.2f}"
+        f"{t['sd'][0]:>7.2f}/{t['sd'][1]:<6.2f}"
+    )
+    print(
+        "\nlog-lik: log p(heights, recorded sexes | θ̂), the latents summed out. 'recovered': "
+        "share of sexes whose\nimputed value (most probable under the fit, from the height alone) is the true one. "
+        "The 'all hidden'\nfit names its shorter component female."
+    )
 
 
 def print_sweep(result):
     print(f"\nSweep: share of sexes hidden at random ({result['accuracy'].shape[1]} subsets each)")
-    print(f"{'hidden':>8}{'recovered (mean ± sd)':>25}{'complete-data fit':>19}{'mean F (cm)':>14}"
-          f"{'mean M (cm)':>14}{'converged':>11}")
+    print(
+        f"{'hidden':>8}{'recovered (mean ± sd)':>25}{'complete-data fit':>19}{'mean F (cm)':>14}"
+        f"{'mean M (cm)':>14}{'converged':>11}"
+    )
     for i, share in enumerate(result["shares"]):
         acc, oracle = result["accuracy"][i], result["oracle"][i]
         recovered = "—" if share == 0 else f"{100 * acc.mean():.1f}% ± {100 * acc.std():.1f}"
         reference = "—" if share == 0 else f"{100 * oracle.mean():.1f}%"
         locs = result["locs"][i]
-        print(f"{100 * share:>7.0f}%{recovered:>25}{reference:>19}{locs[:, 0].mean():>14.2f}{locs[:, 1].mean():>14.2f}"
-              f"{int(result['converged'][i].sum()):>8d}/{len(acc)}")
-    print("'complete-data fit': the same hidden rows imputed by the fit that saw every label (the best one can do\n"
-          "from heights with these two normal densities).")
+        print(
+            f"{100 * share:>7.0f}%{recovered:>25}{reference:>19}{locs[:, 0].mean():>14.2f}{locs[:, 1].mean():>14.2f}"
+            f"{int(result['converged'][i].sum()):>8d}/{len(acc)}"
+        )
+    print(
+        "'complete-data fit': the same hidden rows imputed by the fit that saw every label (the best one can do\n"
+        "from heights with these two normal densities)."
+    )
 
 
 def compare_with_nuts(height, sex, row, args):
@@ -154,13 +178,31 @@ def compare_with_nuts(height, sex, row, args):
 
     start = time.perf_counter()
     model_args = (height, sex, row["recorded"])
-    mcmc = em.run_nuts(heights_model.heights, *model_args, rng_key=jax.random.PRNGKey(args.seed + 200),
-                       num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains, init=row["fit"].params)
+    mcmc = em.run_nuts(
+        heights_model.heights,
+        *model_args,
+        rng_key=jax.random.PRNGKey(args.seed + 200),
+        num_warmup=args.warmup,
+        num_samples=args.samples,
+        num_chains=args.chains,
+        init=row["fit"].params,
+    )
     nuts_seconds = time.perf_counter() - start
     comparison = em.compare(heights_model.heights, row["fit"], mcmc, *model_args)
-    description = "the main job's fit (every second sex hidden) against NUTS; EM's time excludes compilation, done by the first fit"
-    print_case(dict(description=description, fit=row["fit"],
-                    comparison=comparison, em_seconds=row["seconds"], nuts_seconds=nuts_seconds), args)
+    description = (
+        "the main job's fit (every second sex hidden) against NUTS; EM's time excludes compilation, "
+        "done by the first fit"
+    )
+    print_case(
+        dict(
+            description=description,
+            fit=row["fit"],
+            comparison=comparison,
+            em_seconds=row["seconds"],
+            nuts_seconds=nuts_seconds,
+        ),
+        args,
+    )
     return comparison
 
 
@@ -199,8 +241,12 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
         ax.scatter(height[recorded], jitter[recorded], s=12, color=colours[k], alpha=0.35)
     wrong = hidden_half & (imputed != sex)
     ax.scatter(height[wrong], jitter[wrong] + 1, s=50, facecolors="none", edgecolors="k", label="imputed wrongly")
-    ax.set(yticks=[0, 1], yticklabels=["recorded", "hidden (imputed)"], xlabel="height (cm)",
-           title="Sex imputed by EM for the hidden half")
+    ax.set(
+        yticks=[0, 1],
+        yticklabels=["recorded", "hidden (imputed)"],
+        xlabel="height (cm)",
+        title="Sex imputed by EM for the hidden half",
+    )
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "imputed.png", dpi=120)
@@ -209,12 +255,27 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
     fig, ax = plt.subplots(figsize=(6, 4))
     defined = result["shares"] > 0  # nothing is hidden at 0%
     accuracy = result["accuracy"][defined]
-    ax.errorbar(100 * result["shares"][defined], 100 * accuracy.mean(1), yerr=100 * accuracy.std(1),
-                marker="o", capsize=3, label="EM (mean ± sd)")
-    ax.plot(100 * result["shares"][defined], 100 * result["oracle"][defined].mean(1), ls=":", marker=".",
-            color="0.4", label="same rows, imputed by the complete-data fit")
-    ax.set(xlabel="share of sexes hidden (%)", ylabel="hidden sexes recovered (%)",
-           title="Recovery against the share hidden")
+    ax.errorbar(
+        100 * result["shares"][defined],
+        100 * accuracy.mean(1),
+        yerr=100 * accuracy.std(1),
+        marker="o",
+        capsize=3,
+        label="EM (mean ± sd)",
+    )
+    ax.plot(
+        100 * result["shares"][defined],
+        100 * result["oracle"][defined].mean(1),
+        ls=":",
+        marker=".",
+        color="0.4",
+        label="same rows, imputed by the complete-data fit",
+    )
+    ax.set(
+        xlabel="share of sexes hidden (%)",
+        ylabel="hidden sexes recovered (%)",
+        title="Recovery against the share hidden",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_hidden.png", dpi=120)

@@ -48,20 +48,29 @@ def _chain(x, num_states, emission, lengths, states, states_mask, observed_mask)
         unpadded = True if lengths is None else t < lengths
         with numpyro.plate("sequences", num_sequences, dim=-1), handlers.mask(mask=unpadded):
             z = numpyro.sample(
-                "z", dist.Categorical(rows[previous]),
-                obs=None if states is None else label, obs_mask=None if states is None else recorded,
+                "z",
+                dist.Categorical(rows[previous]),
+                obs=None if states is None else label,
+                obs_mask=None if states is None else recorded,
             )
-            numpyro.sample(
-                "x", emission(z), obs=x_t, obs_mask=None if observed_mask is None else seen
-            )
+            numpyro.sample("x", emission(z), obs=x_t, obs_mask=None if observed_mask is None else seen)
         return z, None
 
     inputs = (jnp.swapaxes(x, 0, 1), steps, labels.T, labelled.T, present.T)
     scan(step, jnp.full(num_sequences, num_states), inputs)
 
 
-def gaussian(x, num_states: int, lengths=None, states=None, states_mask=None, observed_mask=None,
-             loc_mean=0.0, loc_scale=100.0, scale_scale=100.0):
+def gaussian(
+    x,
+    num_states: int,
+    lengths=None,
+    states=None,
+    states_mask=None,
+    observed_mask=None,
+    loc_mean=0.0,
+    loc_scale=100.0,
+    scale_scale=100.0,
+):
     """Gaussian emissions: x of shape (N, T) (univariate) or (N, T, D) (full covariance)."""
     multivariate = jnp.ndim(x) == 3
     dim = jnp.shape(x)[-1] if multivariate else 1
@@ -79,8 +88,7 @@ def gaussian(x, num_states: int, lengths=None, states=None, states_mask=None, ob
     _chain(x, num_states, emission, lengths, states, states_mask, observed_mask)
 
 
-def categorical(x, num_states: int, num_symbols: int, lengths=None, states=None, states_mask=None,
-                observed_mask=None):
+def categorical(x, num_states: int, num_symbols: int, lengths=None, states=None, states_mask=None, observed_mask=None):
     """Categorical emissions: x of shape (N, T), symbols 0..num_symbols-1."""
     with numpyro.plate("states_emission", num_states):
         emission_probs = numpyro.sample("emission_probs", dist.Dirichlet(jnp.ones(num_symbols)))

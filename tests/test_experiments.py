@@ -7,16 +7,32 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
-import casino  # noqa: E402  (experiments/casino.py)
-import em_vs_mcmc  # noqa: E402  (experiments/em_vs_mcmc.py)
-import heights  # noqa: E402  (experiments/heights.py)
+import casino
+import em_vs_mcmc
+import heights
 
 
 def test_heights_main_job(tmp_path):
-    rows, sweep, comparison = heights.main(heights.parse_args([
-        "--repeats", "1", "--shares", "3", "--restarts", "2", "--warmup", "20", "--samples", "10", "--chains", "1",
-        "--out", str(tmp_path),
-    ]))
+    rows, sweep, comparison = heights.main(
+        heights.parse_args(
+            [
+                "--repeats",
+                "1",
+                "--shares",
+                "3",
+                "--restarts",
+                "2",
+                "--warmup",
+                "20",
+                "--samples",
+                "10",
+                "--chains",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    )
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["accuracy_vs_hidden.png", "densities.png", "imputed.png"]
     # With every second sex hidden, EM's imputation from heights is as good as the
     # complete-data fit's on the same rows, to within a few people (of 176).
@@ -32,12 +48,18 @@ def test_heights_main_job(tmp_path):
 
 
 def test_em_vs_mcmc(tmp_path):
-    results = em_vs_mcmc.main(em_vs_mcmc.parse_args(
-        ["--warmup", "20", "--samples", "10", "--chains", "1", "--restarts", "1", "--out", str(tmp_path)]
-    ))
+    results = em_vs_mcmc.main(
+        em_vs_mcmc.parse_args(
+            ["--warmup", "20", "--samples", "10", "--chains", "1", "--restarts", "1", "--out", str(tmp_path)]
+        )
+    )
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "faithful_fits.png", "faithful_forest.png", "faithful_forest_standardised.png",
-        "heights_fits.png", "heights_forest.png", "heights_forest_standardised.png",
+        "faithful_fits.png",
+        "faithful_forest.png",
+        "faithful_forest_standardised.png",
+        "heights_fits.png",
+        "heights_forest.png",
+        "heights_forest_standardised.png",
     ]
     heights_case, faithful_case = (r["comparison"] for r in results)
     # Free parameters: 1 weight + 2 means + 2 sds; 1 weight + 2x2 means + 2x2 sds + 2 correlations.

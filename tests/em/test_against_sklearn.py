@@ -29,8 +29,16 @@ def _fit_em(x, k, covariance, sufficient_statistics=True):
     if covariance == "full":
         init["corr_tril"] = np.broadcast_to(np.eye(x.shape[1]), (k, x.shape[1], x.shape[1]))
     return em.fit(
-        gmm.multivariate, jnp.asarray(x), k, covariance=covariance, rng_key=jax.random.PRNGKey(0),
-        init=init, max_iter=ITERATIONS, tol=0, priors=False, sufficient_statistics=sufficient_statistics,
+        gmm.multivariate,
+        jnp.asarray(x),
+        k,
+        covariance=covariance,
+        rng_key=jax.random.PRNGKey(0),
+        init=init,
+        max_iter=ITERATIONS,
+        tol=0,
+        priors=False,
+        sufficient_statistics=sufficient_statistics,
     )
 
 
@@ -40,8 +48,14 @@ def _fit_sklearn(x, k, covariance):
     if covariance == "full":
         precisions = np.stack([np.diag(p) for p in precisions])
     return GaussianMixture(
-        k, covariance_type=covariance, weights_init=weights, means_init=locs, precisions_init=precisions,
-        reg_covar=0.0, max_iter=ITERATIONS, tol=0.0,
+        k,
+        covariance_type=covariance,
+        weights_init=weights,
+        means_init=locs,
+        precisions_init=precisions,
+        reg_covar=0.0,
+        max_iter=ITERATIONS,
+        tol=0.0,
     ).fit(x)
 
 

@@ -66,12 +66,15 @@ def test_init_of_wrong_shape():
         em.fit(gmm.univariate, X, 2, rng_key=KEY, init={"locs": jnp.zeros(3)})
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"max_iter": -1}, "max_iter must be a non-negative integer, got -1"),
-    ({"tol": -1e-3}, "tol must be a finite number >= 0"),
-    ({"tol": "1e-6"}, "tol must be a finite number >= 0, got '1e-6'"),
-    ({"num_restarts": 0}, "num_restarts must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_iter": -1}, "max_iter must be a non-negative integer, got -1"),
+        ({"tol": -1e-3}, "tol must be a finite number >= 0"),
+        ({"tol": "1e-6"}, "tol must be a finite number >= 0, got '1e-6'"),
+        ({"num_restarts": 0}, "num_restarts must be a positive integer, got 0"),
+    ],
+)
 def test_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         em.fit(gmm.univariate, X, 2, rng_key=KEY, **options)
@@ -93,7 +96,7 @@ def test_collapse_is_reported_not_returned():
     and fit says so, naming the sites, instead of returning the start as converged."""
     x = jnp.concatenate([jnp.zeros(1), X])
     init = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([0.0, 0.0]), "scales": jnp.array([1e-300, 1.0])}
-    with pytest.raises(em.EMNumericalError, match="non-finite.*'scales'.*collapsed"):
+    with pytest.raises(em.EMNumericalError, match=r"non-finite.*'scales'.*collapsed"):
         em.fit(gmm.univariate, x, 2, rng_key=KEY, init=init, priors=False, max_iter=5)
 
 
@@ -110,13 +113,28 @@ def mixture_of(observe):
     return model
 
 
-@pytest.mark.parametrize("observe, data, message", [
-    (lambda y, p: numpyro.sample("y", dist.Categorical(probs=jnp.stack([p, 1 - p, p, 1 - p], -1) / 2), obs=y),
-     [0, 1, 4, 2], r"'y' has 1 value\(s\) outside .*IntegerInterval.*index \[2\]: 4\)"),
-    (lambda y, p: numpyro.sample("y", dist.Binomial(10, p), obs=y), [3.0, 11.0], r"'y'.* index \[1\]: 11.0"),
-    (lambda y, p: numpyro.sample("y", dist.Bernoulli(p), obs=y), [0.0, 1.0, 2.0], r"'y'.*Boolean.*index \[2\]: 2.0"),
-    (lambda y, p: numpyro.sample("y", dist.Poisson(3 * p), obs=y), [0.0, -1.0], r"'y'.*Nonnegative.*index \[1\]: -1.0"),
-], ids=["categorical", "binomial", "bernoulli", "poisson"])
+@pytest.mark.parametrize(
+    "observe, data, message",
+    [
+        (
+            lambda y, p: numpyro.sample("y", dist.Categorical(probs=jnp.stack([p, 1 - p, p, 1 - p], -1) / 2), obs=y),
+            [0, 1, 4, 2],
+            r"'y' has 1 value\(s\) outside .*IntegerInterval.*index \[2\]: 4\)",
+        ),
+        (lambda y, p: numpyro.sample("y", dist.Binomial(10, p), obs=y), [3.0, 11.0], r"'y'.* index \[1\]: 11.0"),
+        (
+            lambda y, p: numpyro.sample("y", dist.Bernoulli(p), obs=y),
+            [0.0, 1.0, 2.0],
+            r"'y'.*Boolean.*index \[2\]: 2.0",
+        ),
+        (
+            lambda y, p: numpyro.sample("y", dist.Poisson(3 * p), obs=y),
+            [0.0, -1.0],
+            r"'y'.*Nonnegative.*index \[1\]: -1.0",
+        ),
+    ],
+    ids=["categorical", "binomial", "bernoulli", "poisson"],
+)
 def test_observed_values_outside_their_support(observe, data, message):
     with pytest.raises(ValueError, match=message):
         em.fit(mixture_of(observe), jnp.asarray(data), rng_key=KEY)
@@ -166,7 +184,9 @@ def test_numpy_integers_and_pandas_objects_as_arguments():
     import pandas as pd
 
     reference = em.log_likelihood(gmm.univariate, PARAMS, X, 2)
-    np.testing.assert_allclose(em.log_likelihood(gmm.univariate, PARAMS, pd.Series(np.asarray(X)), np.int64(2)), reference)
+    np.testing.assert_allclose(
+        em.log_likelihood(gmm.univariate, PARAMS, pd.Series(np.asarray(X)), np.int64(2)), reference
+    )
 
 
 def test_log_likelihood_and_posterior_refuse_nan_data():

@@ -22,8 +22,9 @@ def fit():
 @pytest.fixture(scope="module")
 def run(fit):
     # Started from the prior, not at the EM estimate: the comparison must not depend on it.
-    return em.run_nuts(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(1), num_warmup=300, num_samples=500,
-                       num_chains=1, **PRIORS)
+    return em.run_nuts(
+        gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(1), num_warmup=300, num_samples=500, num_chains=1, **PRIORS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,12 @@ def test_model_selection(comparison, fit):
 def test_label_switching_is_undone(fit, run, comparison):
     swapped = run.copy()
     flip = np.arange(500) % 3 == 0
-    for dataset, name in ((swapped.posterior, "weights"), (swapped.posterior, "locs"),
-                          (swapped.posterior, "scales"), (swapped.latent_posterior, "z")):
+    for dataset, name in (
+        (swapped.posterior, "weights"),
+        (swapped.posterior, "locs"),
+        (swapped.posterior, "scales"),
+        (swapped.latent_posterior, "z"),
+    ):
         values = dataset[name].values
         values[:, flip] = values[:, flip][..., ::-1]
     again = em.compare(gmm.univariate, fit, swapped, X, 2, **PRIORS)

@@ -10,8 +10,9 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import em
-from em import estep, scans
-from em.sites import abstract_trace, inspect_model
+from em._src.kernels import estep
+from em._src.reading import scans
+from em._src.reading.sites import abstract_trace, inspect_model
 from models import coins, gmm, heights, linkage
 from tests.helpers import two_clusters
 
@@ -69,7 +70,12 @@ CASES = [  # model, args, kwargs: one per family the E-step summarises
     ("mvn", gmm.multivariate, (jnp.asarray(X2), 2), {"covariance": "full"}),
     ("independent_normal", gmm.multivariate, (jnp.asarray(X2), 2), {"covariance": "diag"}),
     ("binomial", coins.two_coins, (coins.HEADS,), {}),
-    ("categorical_partly_observed", heights.heights, (jnp.asarray(HEIGHTS), jnp.asarray(SEXES), jnp.asarray(RECORDED)), {}),
+    (
+        "categorical_partly_observed",
+        heights.heights,
+        (jnp.asarray(HEIGHTS), jnp.asarray(SEXES), jnp.asarray(RECORDED)),
+        {},
+    ),
     ("poisson", poisson_mixture, (jnp.array([0, 1, 3, 8, 12, 2, 9, 11, 0, 15]),), {}),
     ("no_family_multinomial", linkage.genetic_linkage, (linkage.COUNTS,), {}),
 ]
@@ -86,7 +92,7 @@ def test_q_from_sufficient_statistics_equals_q_from_data(case):
         keys = jax.random.split(jax.random.PRNGKey(seed), len(sites.params))
         return {
             p.name: p.transform(jax.random.normal(k, p.transform.inverse_shape(jnp.shape(p.default))))
-            for p, k in zip(sites.params, keys)
+            for p, k in zip(sites.params, keys, strict=False)
         }
 
     theta_t, theta = random_params(0), random_params(1)
@@ -134,5 +140,8 @@ def test_impossible_cells_do_not_turn_into_nan():
     np.testing.assert_allclose(result.log_likelihood, direct, rtol=1e-12)
     # Symbol counts (3, 3, 4): MLE weight of state 0 solves d/dw Σ log(w e0 + (1-w) e1) = 0.
     w0 = np.linspace(1e-6, 1 - 1e-6, 200001)
-    profile = [np.sum(np.log(a * emissions[0, np.asarray(symbols)] + (1 - a) * emissions[1, np.asarray(symbols)])) for a in w0[::1000]]
+    profile = [
+        np.sum(np.log(a * emissions[0, np.asarray(symbols)] + (1 - a) * emissions[1, np.asarray(symbols)]))
+        for a in w0[::1000]
+    ]
     assert abs(w[0] - w0[::1000][int(np.argmax(profile))]) < 6e-3

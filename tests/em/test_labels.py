@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from em import labels
-from em.sites import inspect_model, model_trace
+from em._src.reading.sites import inspect_model, model_trace
+from em._src.reporting import labels
 from models import coins, gmm, heights, linkage
 from tests.helpers import two_clusters
 
@@ -27,7 +27,7 @@ def test_known_permutations_are_undone():
     k, num_draws = 3, 200
     reference = {"weights": np.array([0.2, 0.3, 0.5]), "locs": np.array([[-5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])}
     axes = labels.ComponentAxes("z", k, {"weights": -1, "locs": -2})
-    truth = {n: v[None] + 0.05 * rng.normal(size=(num_draws,) + v.shape) for n, v in reference.items()}
+    truth = {n: v[None] + 0.05 * rng.normal(size=(num_draws, *v.shape)) for n, v in reference.items()}
     scrambled_by = np.stack([rng.permutation(k) for _ in range(num_draws)])
     draws = {n: labels.permute(v, scrambled_by, axes.axes[n]) for n, v in truth.items()}
     assert not np.allclose(draws["locs"], truth["locs"])

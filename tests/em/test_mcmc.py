@@ -54,15 +54,24 @@ def test_comparison_without_latents(normal_run):
 
 
 def test_same_key_same_draws():
-    run = lambda: em.run_nuts(normal_mean, X, rng_key=jax.random.PRNGKey(3), num_warmup=10, num_samples=5, num_chains=1)
+    def run():
+        return em.run_nuts(normal_mean, X, rng_key=jax.random.PRNGKey(3), num_warmup=10, num_samples=5, num_chains=1)
+
     np.testing.assert_array_equal(run().posterior["mu"].values, run().posterior["mu"].values)
 
 
 def test_obs_mask_latent_is_enumerated_and_recorded_rows_are_certain():
     args = (jnp.asarray(HEIGHTS), jnp.asarray(SEXES), jnp.asarray(RECORDED))
     fit = em.fit(heights.heights, *args, rng_key=jax.random.PRNGKey(0))
-    run = em.run_nuts(heights.heights, *args, rng_key=jax.random.PRNGKey(1), num_warmup=60, num_samples=40,
-                      num_chains=1, init=fit.params)
+    run = em.run_nuts(
+        heights.heights,
+        *args,
+        rng_key=jax.random.PRNGKey(1),
+        num_warmup=60,
+        num_samples=40,
+        num_chains=1,
+        init=fit.params,
+    )
     probs = run.latent_posterior["sex"].values  # (chain, draw, person, sex)
     assert probs.shape == (1, 40, len(HEIGHTS), 2)
     recorded = probs[:, :, RECORDED]
@@ -70,8 +79,9 @@ def test_obs_mask_latent_is_enumerated_and_recorded_rows_are_certain():
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-12)
     # Each draw's pointwise log-likelihood sums to the log evidence at that draw.
     draw = {k: run.posterior[k].values[0, 0] for k in ("weights", "locs", "scales")}
-    np.testing.assert_allclose(run.log_likelihood["loglik"].values[0, 0].sum(),
-                               em.log_likelihood(heights.heights, draw, *args), rtol=1e-12)
+    np.testing.assert_allclose(
+        run.log_likelihood["loglik"].values[0, 0].sum(), em.log_likelihood(heights.heights, draw, *args), rtol=1e-12
+    )
     # Started at the EM estimate, a short run stays near it (a few posterior sds at most).
     np.testing.assert_allclose(run.posterior["locs"].values.mean((0, 1)), fit.params["locs"], atol=1.5)
 
@@ -83,8 +93,15 @@ def test_param_sites_are_held_at_init():
         with numpyro.plate("data", x.shape[0]):
             numpyro.sample("x", dist.Normal(mu, scale), obs=x)
 
-    run = em.run_nuts(known_mean_unknown_scale, X, rng_key=jax.random.PRNGKey(0), num_warmup=50, num_samples=50,
-                      num_chains=1, init={"scale": 3.0})
+    run = em.run_nuts(
+        known_mean_unknown_scale,
+        X,
+        rng_key=jax.random.PRNGKey(0),
+        num_warmup=50,
+        num_samples=50,
+        num_chains=1,
+        init={"scale": 3.0},
+    )
     assert "scale" not in run.posterior
     # With scale 3 the posterior sd of μ is 3 / sqrt(n) (the prior barely counts), not 1 / sqrt(n).
     assert float(run.posterior["mu"].std()) > 2 / np.sqrt(X.shape[0])

@@ -28,9 +28,11 @@ from tests.helpers import three_clusters_full
 x = three_clusters_full() + np.array([1000.0, -500.0])  # far from 0: x^2 terms would cancel
 init = {"weights": jnp.ones(3) / 3, "locs": jnp.asarray(x[[0, 100, 200]]), "scales": jnp.ones((3, 2)),
         "corr_tril": jnp.broadcast_to(jnp.eye(2), (3, 2, 2))}
-result = em.fit(gmm.multivariate, jnp.asarray(x), 3, rng_key=jax.random.PRNGKey(0), init=init, max_iter=30, tol=0, priors=False)
+result = em.fit(gmm.multivariate, jnp.asarray(x), 3, rng_key=jax.random.PRNGKey(0), init=init, max_iter=30, tol=0,
+                priors=False)
 print(json.dumps({"dtype": str(result.log_likelihood.dtype), "log_likelihood": float(result.log_likelihood),
-                  "locs": np.asarray(result.params["locs"]).tolist(), "weights": np.asarray(result.params["weights"]).tolist()}))
+                  "locs": np.asarray(result.params["locs"]).tolist(),
+                  "weights": np.asarray(result.params["weights"]).tolist()}))
 """
 
 
@@ -41,9 +43,15 @@ def test_float32_agrees_with_float64():
     assert single["dtype"] == "float32"
 
     x = three_clusters_full() + np.array([1000.0, -500.0])
-    init = {"weights": jnp.ones(3) / 3, "locs": jnp.asarray(x[[0, 100, 200]]), "scales": jnp.ones((3, 2)),
-            "corr_tril": jnp.broadcast_to(jnp.eye(2), (3, 2, 2))}
-    double = em.fit(gmm.multivariate, jnp.asarray(x), 3, rng_key=jax.random.PRNGKey(0), init=init, max_iter=30, tol=0, priors=False)
+    init = {
+        "weights": jnp.ones(3) / 3,
+        "locs": jnp.asarray(x[[0, 100, 200]]),
+        "scales": jnp.ones((3, 2)),
+        "corr_tril": jnp.broadcast_to(jnp.eye(2), (3, 2, 2)),
+    }
+    double = em.fit(
+        gmm.multivariate, jnp.asarray(x), 3, rng_key=jax.random.PRNGKey(0), init=init, max_iter=30, tol=0, priors=False
+    )
     assert double.log_likelihood.dtype == jnp.float64
     # Measured: 4.5e-7 relative, 3.5e-5 and 2.9e-6 absolute; documented: 1e-5, 1e-3, 1e-4.
     np.testing.assert_allclose(single["log_likelihood"], double.log_likelihood, rtol=1e-5)
@@ -68,8 +76,12 @@ def long_chain():
     rng = np.random.default_rng(0)
     z = np.cumsum(rng.random(10_000) < 0.05) % 4
     x = 100.0 + np.array([-3.0, -1.0, 1.0, 3.0])[z] + rng.normal(size=10_000)
-    params = {"initial": jnp.ones(4) / 4, "transition": jnp.full((4, 4), 0.05 / 3) + 0.95 * jnp.eye(4) - 0.05 / 3 * jnp.eye(4),
-              "locs": 100.0 + jnp.array([[-3.0], [-1.0], [1.0], [3.0]]), "scales": jnp.ones((4, 1))}
+    params = {
+        "initial": jnp.ones(4) / 4,
+        "transition": jnp.full((4, 4), 0.05 / 3) + 0.95 * jnp.eye(4) - 0.05 / 3 * jnp.eye(4),
+        "locs": 100.0 + jnp.array([[-3.0], [-1.0], [1.0], [3.0]]),
+        "scales": jnp.ones((4, 1)),
+    }
     return x[None], params
 
 

@@ -72,8 +72,16 @@ def zero_inflated_poisson(y, written_as_product):
 def test_zero_inflated_poisson_written_as_a_product_equals_its_where_form(sufficient_statistics):
     y = jnp.array([0.0, 0.0, 1.0, 3.0, 0.0, 2.0, 0.0, 0.0, 5.0, 1.0])
     fits = [
-        em.fit(zero_inflated_poisson, y, product, rng_key=jax.random.PRNGKey(0), init={"pi": 0.5, "lam": 1.0},
-               sufficient_statistics=sufficient_statistics, max_iter=300, tol=0)
+        em.fit(
+            zero_inflated_poisson,
+            y,
+            product,
+            rng_key=jax.random.PRNGKey(0),
+            init={"pi": 0.5, "lam": 1.0},
+            sufficient_statistics=sufficient_statistics,
+            max_iter=300,
+            tol=0,
+        )
         for product in (True, False)
     ]
     assert fits[1].params["lam"] > 1.5  # it moved (the product form once stayed at its start)
@@ -93,8 +101,9 @@ def mixture(x, K):
 
 
 def readme_data():
-    return jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (200,)) - 3,
-                            jax.random.normal(jax.random.PRNGKey(1), (200,)) + 3])
+    return jnp.concatenate(
+        [jax.random.normal(jax.random.PRNGKey(0), (200,)) - 3, jax.random.normal(jax.random.PRNGKey(1), (200,)) + 3]
+    )
 
 
 def map_em_reference(x, iterations=500):
@@ -128,10 +137,10 @@ def test_readme_example_reaches_its_optimum_from_every_key():
 
 def test_readme_example_reaches_its_optimum_from_every_key_in_float32():
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
         "from tests.em.test_reliability import readme_keys_reached\n"
         "print(readme_keys_reached(4), readme_keys_reached(1))\n"
-    ) % str(Path(__file__).parents[2])
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[-2]) == 20 and int(out[-1]) >= 19
 
@@ -155,7 +164,11 @@ def test_fit_log_likelihood_and_posterior_inside_a_users_jit():
     @jax.jit
     def run(x, key):
         fit = em.fit(mixture, x, 2, rng_key=key)
-        return fit.log_likelihood, em.log_likelihood(mixture, fit.params, x, 2), em.posterior(mixture, fit.params, x, 2).probs["z"]
+        return (
+            fit.log_likelihood,
+            em.log_likelihood(mixture, fit.params, x, 2),
+            em.posterior(mixture, fit.params, x, 2).probs["z"],
+        )
 
     reported, exact, probs = run(x, jax.random.PRNGKey(3))
     np.testing.assert_allclose(reported, exact, rtol=1e-9)

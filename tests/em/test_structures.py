@@ -5,7 +5,6 @@ every joint value of the latents with numpy/scipy; EM must match them, never low
 its objective, and give the same iterates with and without sufficient statistics.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +61,9 @@ def grouped_direct(params, x):
 def binary_features(x):
     """A latent class model: class c ~ Cat(π); four binary features x_j | c ~ Bernoulli(q_cj)."""
     pi = numpyro.param("pi", jnp.ones(2) / 2, constraint=dist.constraints.simplex)
-    q = numpyro.param("q", jnp.array([[0.3, 0.6, 0.4, 0.7], [0.6, 0.3, 0.7, 0.4]]), constraint=dist.constraints.unit_interval)
+    q = numpyro.param(
+        "q", jnp.array([[0.3, 0.6, 0.4, 0.7], [0.6, 0.3, 0.7, 0.4]]), constraint=dist.constraints.unit_interval
+    )
     with numpyro.plate("data", x.shape[0]):
         c = numpyro.sample("c", dist.Categorical(pi))
         numpyro.sample("x", dist.Bernoulli(q[c]).to_event(1), obs=x)
@@ -75,7 +76,9 @@ def binary_features_direct(params, x):
 
 X_TWO = np.concatenate([RNG.normal(m, 1.0, 15) for m in (-3.0, -2.0, 0.0, 1.0, 3.0, 4.0)])
 X_GROUPED = np.concatenate([RNG.normal(-1.5, 1.0, (4, 5)), RNG.normal(1.5, 1.0, (3, 5))])
-X_BINARY = (RNG.random((60, 4)) < np.where(np.arange(60)[:, None] < 30, [0.2, 0.8, 0.3, 0.9], [0.8, 0.2, 0.9, 0.3])).astype(float)
+X_BINARY = (
+    RNG.random((60, 4)) < np.where(np.arange(60)[:, None] < 30, [0.2, 0.8, 0.3, 0.9], [0.8, 0.2, 0.9, 0.3])
+).astype(float)
 
 CASES = [
     # (id, model, data, brute-force joint, the joint's axis of each latent)
@@ -86,13 +89,13 @@ CASES = [
 
 
 def _random_params(model, x, seed):
-    from em.sites import inspect_model, model_trace
+    from em._src.reading.sites import inspect_model, model_trace
 
     sites = inspect_model(model_trace(model, (jnp.asarray(x),), {}))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(sites.params))
     return {
         p.name: p.transform(0.5 * jax.random.normal(k, p.transform.inverse_shape(jnp.shape(p.default))))
-        for p, k in zip(sites.params, keys)
+        for p, k in zip(sites.params, keys, strict=False)
     }
 
 
@@ -115,11 +118,15 @@ def test_em_is_monotone_and_the_fast_path_agrees(case):
     _, model, x, direct, _ = case
     init = _random_params(model, x, seed=1)
     fits = [
-        em.fit(model, jnp.asarray(x), rng_key=jax.random.PRNGKey(0), init=init, max_iter=15, tol=0, sufficient_statistics=s)
+        em.fit(
+            model, jnp.asarray(x), rng_key=jax.random.PRNGKey(0), init=init, max_iter=15, tol=0, sufficient_statistics=s
+        )
         for s in (True, False)
     ]
     history = np.asarray(fits[0].history)
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[:-1]))
     np.testing.assert_allclose(fits[0].history, fits[1].history, rtol=1e-10)
     joint = direct(fits[0].params, x)
-    np.testing.assert_allclose(fits[0].log_likelihood, logsumexp(joint.reshape(joint.shape[0], -1), 1).sum(), rtol=1e-12)
+    np.testing.assert_allclose(
+        fits[0].log_likelihood, logsumexp(joint.reshape(joint.shape[0], -1), 1).sum(), rtol=1e-12
+    )

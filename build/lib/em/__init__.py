@@ -1,0 +1,69 @@
+"""Expectation-maximisation derived from NumPyro models.
+
+Write p(X, Z | θ) once as a NumPyro model; :func:`fit` enumerates its discrete
+latents Z, derives Q(θ | θ_t) and runs EM as one compiled loop (:func:`algorithm`
+gives the same EM as pure ``init`` and ``step`` functions). :func:`laplace` gives the
+fit's standard errors, :func:`run_nuts` samples the same model with NUTS, and
+:func:`compare` puts the two side by side through ArviZ.
+
+The public API is what this module exports; everything under ``em._src`` is private.
+The reporting functions (:func:`compare`, :func:`to_inference_data`,
+:func:`run_nuts`) load ArviZ and pandas when first used, not on ``import em``.
+"""
+
+import importlib
+
+from em._src.loop.algorithm import EMAlgorithm, EMInfo, EMState, algorithm
+from em._src.loop.driver import EMNumericalError, EMWarning, fit, log_likelihood
+from em._src.loop.mstep import MStepInfo, Newton, OptaxMStep, newton, optax_m_step
+from em._src.loop.results import EMResult, Posterior
+from em._src.reporting.information import Laplace, laplace
+from em._src.reporting.pointwise import pointwise_log_likelihood
+from em._src.reporting.posterior import posterior
+
+# Public names whose modules import ArviZ, pandas or xarray: loaded on first use.
+_REPORTING = {
+    "Comparison": "em._src.reporting.comparison",
+    "compare": "em._src.reporting.comparison",
+    "to_inference_data": "em._src.reporting.inference_data",
+    "run_nuts": "em._src.reporting.mcmc",
+}
+
+
+def __getattr__(name: str):
+    if name in _REPORTING:
+        value = getattr(importlib.import_module(_REPORTING[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'em' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+__all__ = (
+    "Comparison",
+    "EMAlgorithm",
+    "EMInfo",
+    "EMNumericalError",
+    "EMResult",
+    "EMState",
+    "EMWarning",
+    "Laplace",
+    "MStepInfo",
+    "Newton",
+    "OptaxMStep",
+    "Posterior",
+    "algorithm",
+    "compare",
+    "fit",
+    "laplace",
+    "log_likelihood",
+    "newton",
+    "optax_m_step",
+    "pointwise_log_likelihood",
+    "posterior",
+    "run_nuts",
+    "to_inference_data",
+)

@@ -1,0 +1,87 @@
+"""Derive once: what every public entry point knows of ``(model, args, kwargs)``.
+
+:func:`derive` normalises the arguments, traces the model abstractly (nothing is
+computed: about a millisecond of Python), classifies its sites and checks the data,
+and splits the arguments into a static, hashable part (the key of every compiled
+function) and the arrays passed to it.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from em._src import compilation
+from em._src.reading import arguments, checks
+from em._src.reading.sites import ModelSites, abstract_trace, inspect_model
+
+
+class Derived(NamedTuple):
+    """A model and its arguments, as EM's compiled functions take them."""
+
+    model: Callable
+    static: arguments.StaticArguments  # hashable: with the model, the key of a compiled function
+    dynamic: list  # the array arguments, traced
+    sites: ModelSites  # from the abstract trace (its defaults are abstract: never evaluate them)
+    trace: dict  # the abstract trace; observed values and masks stay concrete
+    concrete: bool  # whether the arguments are concrete (not a user's jit tracing them)
+
+    @property
+    def args_kwargs(self) -> tuple:
+        return arguments.join(self.static, self.dynamic)
+
+
+def derive(model, args, kwargs, *, fitting: bool = False) -> Derived:
+    """Check and split a model's arguments (ValueError naming the problem, before any
+    compilation). ``fitting`` also requires data and parameters (:func:`checks.check_model`)."""
+    args, kwargs = arguments.normalise(args, kwargs)
+    trace = abstract_trace(model, args, kwargs)
+    sites = inspect_model(trace)
+    if fitting:
+        checks.check_model(sites)
+    concrete = checks.is_concrete(args, kwargs)
+    if concrete:
+        checks.check_observed(trace, sites)
+    static, dynamic = arguments.split(args, kwargs)
+    return Derived(model, static, dynamic, sites, trace, concrete)
+
+
+def checked_params(derived: Derived, params: dict) -> dict:
+    """A full set of parameter values, checked, as arrays in the model's site order."""
+    checks.check_params(params, derived.sites)
+    return {p.name: jnp.asarray(params[p.name]) for p in derived.sites.params}
+
+
+def cast_init(init: dict | None) -> dict:
+    """Starting values as arrays of the fit's float dtype (an integer, bool or float32
+    start would otherwise set it)."""
+    return {k: jnp.asarray(v, jnp.result_type(float)) for k, v in (init or {}).items()}
+
+
+class Evaluator(NamedTuple):
+    """A function of θ on a model's data, two ways (see :func:`evaluator`)."""
+
+    call: Callable  # (model, params, *args, **kwargs) -> value: checked, compiled once per model and shapes
+    function: Callable  # (model, args, kwargs) -> (params -> value): pure, to jit or vmap over many θ
+
+
+def evaluator(kernel) -> Evaluator:
+    """ "Evaluate at θ", written once: ``kernel(model, args, kwargs, params)`` (traced)
+    as a checked, compiled call and as a pure function of θ."""
+
+    def on_arrays(model, static, dynamic, params):
+        args, kwargs = arguments.join(static, dynamic)
+        return kernel(model, args, kwargs, params)
+
+    compiled = compilation.jit(on_arrays, static_argnums=(0, 1))
+
+    def call(model, params: dict, *args, **kwargs):
+        derived = derive(model, args, kwargs)
+        return compiled(model, derived.static, derived.dynamic, checked_params(derived, params))
+
+    def function(model, args, kwargs):
+        static, dynamic = arguments.split(*arguments.normalise(args, kwargs))
+        return partial(on_arrays, model, static, dynamic)
+
+    return Evaluator(call, function)

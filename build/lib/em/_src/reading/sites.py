@@ -1,0 +1,148 @@
+"""What a NumPyro model's sites are to EM: parameters θ, discrete latents Z, data X.
+
+One trace of the model (with a fixed seed, so prior draws are reproducible) tells
+which sites are which:
+
+- θ: every ``numpyro.param`` site and every continuous, unobserved ``sample`` site
+  (its prior makes the fit MAP-EM);
+- Z: every discrete, unobserved ``sample`` site with enumerable support;
+- X: every observed ``sample`` site (``obs=``, including the observed half of an
+  ``obs_mask`` site).
+
+Anything else (a per-datum continuous latent, a discrete latent with unbounded
+support) is an error raised here, naming the site, before any work is done.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+
+from em._src.reading.partly_observed import PartlyObserved
+
+
+class ParamSite(NamedTuple):
+    """A site of θ: its constraint and the value it starts from by default."""
+
+    name: str
+    constraint: Any  # numpyro.distributions.constraints.Constraint
+    default: jax.Array  # constrained value: the param's own init, or a prior draw
+    has_prior: bool  # a sample site (MAP term) rather than a param site
+
+    @property
+    def transform(self):
+        """The bijection from unconstrained reals onto the site's support."""
+        return biject_to(self.constraint)
+
+
+class ModelSites(NamedTuple):
+    """The static description of a model for one set of argument shapes."""
+
+    params: tuple  # tuple[ParamSite, ...], in model order
+    latents: tuple  # names of the enumerated discrete sites
+    observed: tuple  # names of the observed sample sites
+    max_plate_nesting: int
+
+    @property
+    def first_available_dim(self) -> int:
+        """The rightmost tensor dim free for enumeration, left of every plate."""
+        return -self.max_plate_nesting - 1
+
+
+def _plates(site) -> frozenset:
+    return frozenset(f.name for f in site["cond_indep_stack"])
+
+
+def model_trace(model, args, kwargs):
+    """One plain trace of the model; unobserved sites draw from a fixed seed.
+
+    Partly observed sites appear as EM sees them (:mod:`em._src.reading.partly_observed`).
+    """
+    return handlers.trace(handlers.seed(PartlyObserved(model, check_masks=True), rng_seed=0)).get_trace(*args, **kwargs)
+
+
+def abstract_trace(model, args, kwargs):
+    """:func:`model_trace` with nothing executed: computed values are abstract.
+
+    Enough to inspect the model (names, shapes, constraints) before compiling, at no
+    cost; values the caller passed in (observed data, masks) stay concrete.
+    """
+    captured = {}
+
+    def run():
+        captured["trace"] = model_trace(model, args, kwargs)
+
+    try:
+        jax.eval_shape(run)
+    except AssertionError as error:  # NumPyro's only word on an empty plate
+        if "size of plate" not in str(error):
+            raise
+        named = [(f"argument {i}", a) for i, a in enumerate(args)] + [(f"argument '{k}'", a) for k, a in kwargs.items()]
+        empty = [
+            f"{name} of shape {jnp.shape(x)}"
+            for name, a in named
+            for x in jax.tree_util.tree_leaves(a)
+            if 0 in jnp.shape(x)
+        ]
+        raise ValueError(
+            "A plate of the model has size 0: there are no data to fit"
+            + (f" (empty: {', '.join(empty)})." if empty else ".")
+        ) from None
+    return captured["trace"]
+
+
+def inspect_model(tr) -> ModelSites:
+    """Classify the sites of a :func:`model_trace`; raise ValueError for sites EM cannot handle."""
+    samples = [s for s in tr.values() if s["type"] == "sample"]
+    observed = [s for s in samples if s["is_observed"]]
+    data_plates = frozenset().union(*(_plates(s) for s in observed))
+    params, latents = [], []
+    for site in tr.values():
+        name = site["name"]
+        if site["type"] == "param":
+            constraint = site["kwargs"].get("constraint", constraints.real)
+            params.append(ParamSite(name, constraint, jnp.asarray(site["value"]), False))
+        elif site["type"] == "sample" and not site["is_observed"]:
+            fn = site["fn"]
+            if fn.support.is_discrete:
+                if not fn.has_enumerate_support:
+                    raise ValueError(
+                        f"Latent site '{name}' ({type(fn).__name__}) has unbounded "
+                        "discrete support, which EM cannot enumerate. Observe it, "
+                        "marginalise it out in the model, or give it a bounded "
+                        "distribution (e.g. Categorical or Binomial)."
+                    )
+                latents.append(name)
+                continue
+            shared = _plates(site) & data_plates
+            if shared:
+                raise ValueError(
+                    f"Continuous latent site '{name}' lies in the data plate(s) "
+                    f"{sorted(shared)}: a per-datum continuous latent cannot be "
+                    "enumerated by EM. Integrate it out analytically in the model, "
+                    "discretise it, or use MCMC."
+                )
+            params.append(ParamSite(name, fn.support, jnp.asarray(site["value"]), True))
+    nesting = max(
+        (-f.dim for s in samples for f in s["cond_indep_stack"] if f.dim is not None),
+        default=0,
+    )
+    return ModelSites(
+        params=tuple(params),
+        latents=tuple(latents),
+        observed=tuple(s["name"] for s in observed),
+        max_plate_nesting=nesting,
+    )
+
+
+def constrain(sites: ModelSites, unconstrained: dict) -> dict:
+    """Map unconstrained values to the model's parameter space, by site name."""
+    return {p.name: p.transform(unconstrained[p.name]) for p in sites.params}
+
+
+def unconstrain(sites: ModelSites, params: dict) -> dict:
+    """Inverse of :func:`constrain`."""
+    return {p.name: p.transform.inv(jnp.asarray(params[p.name])) for p in sites.params}

@@ -1,0 +1,156 @@
+"""Standard errors of an EM estimate from the observed information (Laplace approximation).
+
+In the unconstrained space u = T⁻¹(θ) of NumPyro's ``biject_to`` the objective
+ℓ(u) = log p(X | θ(u)) (+ log p(θ(u)) for MAP-EM), the latents summed out by
+enumeration, has the observed information I = −∇²ℓ(û). The Laplace approximation
+takes u ~ Normal(û, Σ_u), Σ_u = I⁻¹, and the delta method maps it to the model's
+parameters: Cov(θ) ≈ J Σ_u Jᵀ with J = ∂θ/∂u at û. J is not square for sites whose
+unconstrained space is smaller (a simplex of K weights has K − 1 free coordinates; a
+Cholesky factor of a correlation matrix has D(D−1)/2), so Cov(θ) is singular along
+their constraints, as it should be. Since ∇ℓ = 0 at the estimate, the result does
+not depend on the parametrisation to first order: for a square J it is the inverse of
+the information in θ itself.
+"""
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.stats import norm
+
+from em._src import compilation
+from em._src.kernels import enumeration
+from em._src.reading import checks
+from em._src.reading.sites import abstract_trace, constrain, inspect_model, unconstrain
+
+# An eigenvalue of the information at most this share of the largest counts as zero.
+SINGULAR_RTOL = 1e-10
+# An element whose ∂θ/∂u at the estimate is at most this share of its value at the
+# centre of the support (u = 0) lies on the support's boundary.
+BOUNDARY_RTOL = 1e-6
+
+
+class Laplace(NamedTuple):
+    """The normal approximation at an EM estimate.
+
+    Attributes:
+      params: the estimate θ̂ by site name (constrained space).
+      std_errors: sqrt of the diagonal of Cov(θ̂), by site name, each of the site's
+        shape; NaN where the information is singular along the site.
+      covariance: Cov(θ̂) = J Σ_u Jᵀ over the flattened parameters (the order of
+        ``jax.flatten_util.ravel_pytree(params)``).
+      unconstrained_covariance: Σ_u, the inverse observed information in u.
+      num_free: the unconstrained dimension (free parameters, for AIC and BIC).
+    """
+
+    params: dict
+    std_errors: dict
+    covariance: jax.Array
+    unconstrained_covariance: jax.Array
+    num_free: int
+
+    def interval(self, prob: float = 0.94) -> tuple:
+        """(lower, upper) dicts of the Laplace interval θ̂ ± z SE (see :func:`normal_interval`)."""
+        bounds = {k: normal_interval(v, self.std_errors[k], prob) for k, v in self.params.items()}
+        return {k: b[0] for k, b in bounds.items()}, {k: b[1] for k, b in bounds.items()}
+
+
+def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
+    """(lower, upper) = estimate ∓ z SE, z = Φ⁻¹(1/2 + prob/2): the central ``prob`` interval."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must lie strictly between 0 and 1, got {prob!r}.")
+    z = norm.ppf(0.5 + prob / 2)
+    return estimate - z * std_error, estimate + z * std_error
+
+
+def objective_function(model, args, kwargs, priors: bool):
+    """``params -> log p(X | θ) (+ log p(θ))``, the latents summed out: what EM maximises."""
+
+    def objective(params):
+        sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
+        value = enumeration.contract(layout, log_probs)
+        return value + enumeration.log_prior(trace, sites) if priors else value
+
+    return objective
+
+
+def laplace(model, params: dict, *args, priors: bool = True, **kwargs) -> Laplace:
+    """The Laplace approximation at ``params``, usually an ``EMResult.params``.
+
+    Args:
+      model: the NumPyro model given to :func:`em.fit`; ``*args`` and ``**kwargs`` are
+        passed to it.
+      params: the estimate θ̂, a value for every parameter site (constrained space).
+      priors: whether the fit was MAP-EM (the log prior joins the objective), as in
+        :func:`em.fit`.
+
+    Returns:
+      A :class:`Laplace`.
+
+    Warns:
+      UserWarning naming the sites along which the information is singular or not
+      positive definite (θ̂ is then no strict maximum; their standard errors are NaN),
+      and the sites whose estimate lies on the boundary of their support.
+    """
+    sites = inspect_model(abstract_trace(model, args, kwargs))
+    checks.check_params(params, sites)
+    params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}
+    objective = objective_function(model, args, kwargs, priors)
+    flat_u, unravel_u = ravel_pytree(unconstrain(sites, params))
+    flat_theta, unravel_theta = ravel_pytree(params)
+
+    def theta_of(v):
+        return ravel_pytree(constrain(sites, unravel_u(v)))[0]
+
+    information = -compilation.jit(jax.hessian(lambda v: objective(constrain(sites, unravel_u(v)))))(flat_u)
+    jacobian = jax.jacobian(theta_of)(flat_u)
+    u_owner = _owners(unconstrain(sites, params))
+    theta_owner = _owners(params)
+
+    information = np.asarray(information)
+    if np.all(np.isfinite(information)):
+        eigenvalues, vectors = np.linalg.eigh(information)
+    else:  # no curvature to speak of: every direction fails
+        eigenvalues, vectors = np.full(information.shape[0], np.nan), np.eye(information.shape[0])
+    bad = ~np.isfinite(eigenvalues) | (eigenvalues <= SINGULAR_RTOL * np.nanmax(np.abs(eigenvalues), initial=0.0))
+    # Σ_u inverts the information on its positive directions (a pseudo-inverse).
+    good_inverse = np.where(bad, 0.0, 1.0 / np.where(bad, 1.0, eigenvalues))
+    sigma_u = (vectors * good_inverse) @ vectors.T
+    covariance = np.asarray(jacobian) @ sigma_u @ np.asarray(jacobian).T
+    std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    if np.any(bad):
+        # The sites a failing direction moves noticeably (unit eigenvectors: loadings > 0.1).
+        loaded = np.any(np.abs(vectors[:, bad]) > 0.1, axis=1)
+        names = sorted({u_owner[i] for i in np.flatnonzero(loaded)})
+        std[np.isin(theta_owner, names)] = np.nan
+        warnings.warn(
+            f"The observed information at the estimate is singular or not positive definite "
+            f"along the site(s) {names}: the estimate is not a strict maximum there, and "
+            "their standard errors are set to NaN.",
+            stacklevel=2,
+        )
+    centre = np.asarray(jax.jacobian(theta_of)(jnp.zeros_like(flat_u)))
+    slope, slope_centre = np.linalg.norm(np.asarray(jacobian), axis=1), np.linalg.norm(centre, axis=1)
+    on_boundary = (slope_centre > 0) & (slope <= BOUNDARY_RTOL * slope_centre)
+    if np.any(on_boundary):
+        names = sorted({theta_owner[i] for i in np.flatnonzero(on_boundary)})
+        warnings.warn(
+            f"The estimate of the site(s) {names} lies on the boundary of its support: "
+            "the normal (Laplace) approximation and its standard errors do not hold there.",
+            stacklevel=2,
+        )
+    return Laplace(
+        params=params,
+        std_errors=unravel_theta(jnp.asarray(std, flat_theta.dtype)),
+        covariance=jnp.asarray(covariance),
+        unconstrained_covariance=jnp.asarray(sigma_u),
+        num_free=int(flat_u.shape[0]),
+    )
+
+
+def _owners(tree: dict) -> np.ndarray:
+    """The site name of each flat coordinate of ``tree`` (``ravel_pytree`` sorts dict keys)."""
+    return np.concatenate([np.full(np.size(v), k, dtype=object) for k, v in sorted(tree.items())])

@@ -1,0 +1,83 @@
+"""p(Z | X, θ) for each discrete latent site, by name, as a user reads it."""
+
+import jax
+import jax.numpy as jnp
+
+from em._src.kernels import enumeration
+from em._src.loop.results import Posterior
+from em._src.reading.derive import evaluator
+from em._src.reading.numpyro_internals import PREVIOUS_PREFIX, UNOBSERVED, outside_chain
+from em._src.reading.sites import inspect_model, model_trace
+
+
+def _marginal(weights, factor, latents, batch_shape):
+    """A latent's posterior from its factor's weights: other latents summed out, support last."""
+    ndim = weights.ndim
+    axis_of = {n: ndim + d for d, n in factor.dim_to_name.items()}
+    others = tuple(a for n, a in axis_of.items() if n in latents and n != factor.name)
+    own = axis_of[factor.name] - sum(a < axis_of[factor.name] for a in others)
+    marginal = jnp.moveaxis(jnp.sum(weights, axis=others), own, -1)
+    # Left of the site's own plates every axis now has size one.
+    marginal = jnp.reshape(marginal, marginal.shape[max(marginal.ndim - len(batch_shape) - 1, 0) :])
+    return jnp.broadcast_to(marginal, tuple(batch_shape) + marginal.shape[-1:])
+
+
+def _reported_name(factor, layout) -> str:
+    """The name a user knows a latent factor by: without a scan's ``_PREV_`` prefix, and an
+    ``obs_mask`` site's hidden half (one-hot where recorded) under the site's own name."""
+    name = outside_chain(factor.name)
+    return name.removesuffix(UNOBSERVED) if any(f.evidence_for == factor.name for f in layout) else name
+
+
+def _per_site(weights, layout, latents, plain) -> dict:
+    """Each latent's posterior cells from its factor's weights; a chain's first step and
+    later steps joined along time."""
+    parts = {}
+    for factor in layout:
+        if not factor.enumerated:
+            continue
+        batch_shape = plain[outside_chain(factor.name)]["fn"].batch_shape
+        first_step = factor.name.startswith(PREVIOUS_PREFIX)
+        shape = batch_shape[1:] if first_step else batch_shape
+        if PREVIOUS_PREFIX + factor.name in latents:  # a scan's later steps (time may have size 1)
+            shape = (batch_shape[0] - 1, *tuple(batch_shape[1:]))
+        marginal = _marginal(weights[factor.name], factor, latents, shape)
+        parts.setdefault(_reported_name(factor, layout), []).append(marginal[None] if first_step else marginal)
+    return {name: jnp.concatenate(p) if len(p) > 1 else p[0] for name, p in parts.items()}
+
+
+def _posterior(model, args, kwargs, params) -> Posterior:
+    plain = model_trace(model, args, kwargs)
+    sites = inspect_model(plain)
+    trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
+    layout, log_probs = enumeration.data_factors(trace, sites)
+    latents = frozenset(f.name for f in layout if f.enumerated)
+    weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
+    values = {
+        _reported_name(f, layout): jnp.reshape(trace[f.name]["fn"].enumerate_support(expand=False), (-1,))
+        for f in layout
+        if f.enumerated
+    }
+    path = None
+    if any(name.startswith(PREVIOUS_PREFIX) for name in latents):  # a scan: the joint mode
+        path_cells = jax.grad(lambda lp: enumeration.contract(layout, lp, maximise=True))(log_probs)
+        path = {
+            name: jnp.take(values[name], jnp.argmax(cells, axis=-1))
+            for name, cells in _per_site(path_cells, layout, latents, plain).items()
+        }
+    return Posterior(_per_site(weights, layout, latents, plain), values, path)
+
+
+_evaluate = evaluator(_posterior)
+posterior_function = _evaluate.function  # (model, args, kwargs) -> (params -> Posterior), to jit or vmap
+
+
+def posterior(model, params: dict, *args, **kwargs) -> Posterior:
+    """The posterior of every discrete latent site given the data and ``params``.
+
+    ``Posterior.probs[name][..., k]`` is p(name = values[name][k] | X, θ), the E-step's
+    responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
+    value, datum by datum, and a Markov chain by its most probable path (Viterbi).
+    A chain's site has time as its first axis (the scan's).
+    """
+    return _evaluate.call(model, params, *args, **kwargs)

@@ -1,0 +1,167 @@
+"""Sufficient statistics of the distribution families EM can summarise exactly.
+
+For a family in this registry, log p(x | φ) = Σ_j c_j(φ) T_j(x) exactly (no dropped
+constants), so for weights w_n and parameters φ shared by the data,
+
+    Σ_n w_n log p(x_n | φ) = Σ_j c_j(φ) · (Σ_n w_n T_j(x_n)).
+
+The weighted sums on the right are computed once per E-step; the M-step then never
+touches the data again. (The E-step's own log p(x_n | φ_k) comes from the
+distribution's ``log_prob``: as a sum over statistics it cancels catastrophically
+when a scale is tiny or the data lie far from the shift.) ``statistics(x)`` has the value's batch
+shape plus one trailing axis of size S; ``coefficients(dist, shift)`` has the distribution's batch shape plus
+the same axis. For a location family (Normal, MultivariateNormal), log p(x | loc) =
+log p(x - a | loc - a): the statistics are taken of x - a, a the data mean, so that
+x² terms do not cancel catastrophically in float32. Other families ignore the shift.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+from numpyro import distributions as dist
+
+
+class Family(NamedTuple):
+    statistics: Callable  # x -> T(x), shape batch + (S,)
+    coefficients: Callable  # (distribution, shift) -> c(φ), shape batch + (S,)
+    location: bool = False  # statistics are of x - shift
+
+
+def _normal_statistics(x):
+    return jnp.stack([jnp.ones_like(x), x, x * x], axis=-1)
+
+
+def _normal_coefficients(d, shift):
+    loc = jnp.broadcast_to(d.loc, d.batch_shape) - shift
+    scale = jnp.broadcast_to(d.scale, d.batch_shape)
+    precision = 1.0 / (scale * scale)
+    constant = -jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi) - 0.5 * loc * loc * precision
+    return jnp.stack([constant, loc * precision, -0.5 * precision], axis=-1)
+
+
+def _mvn_statistics(x):
+    outer = x[..., :, None] * x[..., None, :]
+    flat = jnp.reshape(outer, (*x.shape[:-1], -1))
+    return jnp.concatenate([jnp.ones_like(x[..., :1]), x, flat], axis=-1)
+
+
+def _mvn_coefficients(d, shift):
+    dim = d.event_shape[-1]
+    scale_tril = jnp.broadcast_to(d.scale_tril, (*d.batch_shape, dim, dim))
+    identity = jnp.broadcast_to(jnp.eye(dim), scale_tril.shape)
+    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
+    precision = jnp.swapaxes(tril_inv, -1, -2) @ tril_inv  # Σ⁻¹ = L⁻ᵀ L⁻¹
+    loc = jnp.broadcast_to(d.loc, (*d.batch_shape, dim)) - shift
+    precision_loc = jnp.einsum("...ij,...j->...i", precision, loc)
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril, axis1=-2, axis2=-1)), -1)
+    constant = -0.5 * dim * jnp.log(2 * jnp.pi) - half_log_det - 0.5 * jnp.sum(loc * precision_loc, -1)
+    flat = jnp.reshape(-0.5 * precision, (*precision.shape[:-2], -1))
+    return jnp.concatenate([constant[..., None], precision_loc, flat], axis=-1)
+
+
+def _mvn_log_prob(d, x):
+    """log N(x | loc, L Lᵀ) for every pair of a parameter cell and a value cell, from the
+    whitened residuals L⁻¹(x - a) - L⁻¹(loc - a), a the values' mean: one matrix product
+    (NumPyro's log_prob solves a triangular system per pair: 3-4 times slower here), and
+    no cancellation of squares (the sufficient statistics' route loses every digit when
+    a component's scale is tiny)."""
+    dim = d.event_shape[-1]
+    batch = d.batch_shape
+    tril_inv = jax.scipy.linalg.solve_triangular(
+        jnp.broadcast_to(d.scale_tril, (*batch, dim, dim)),
+        jnp.broadcast_to(jnp.eye(dim), (*batch, dim, dim)),
+        lower=True,
+    ).reshape(-1, dim, dim)
+    values = jnp.reshape(x, (-1, dim))
+    shift = jnp.nanmean(jnp.where(jnp.isfinite(values), values, jnp.nan), axis=0)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    loc = jnp.broadcast_to(d.loc, (*batch, dim)).reshape(-1, dim) - shift
+    cells = tril_inv.shape[0]
+    whitened = (values - shift) @ jnp.transpose(tril_inv, (2, 0, 1)).reshape(dim, cells * dim)
+    residual = whitened.reshape(-1, cells, dim) - jnp.einsum("bij,bj->bi", tril_inv, loc)
+    half_log_det = -jnp.sum(jnp.log(jnp.diagonal(tril_inv, axis1=-2, axis2=-1)), -1)
+    log_prob = -0.5 * jnp.sum(residual * residual, -1) - half_log_det - 0.5 * dim * jnp.log(2 * jnp.pi)
+    return log_prob  # (value cells, parameter cells)
+
+
+def log_prob(d, x):
+    """``d.log_prob(x)``, by a faster exact route where there is one: a multivariate normal
+    whose parameter and value batch shapes broadcast as an outer product (a mixture's
+    components against its data)."""
+    if type(d) is dist.MultivariateNormal:
+        value_batch = jnp.shape(x)[:-1]
+        ndim = max(len(d.batch_shape), len(value_batch))
+        params = (1,) * (ndim - len(d.batch_shape)) + tuple(d.batch_shape)
+        values = (1,) * (ndim - len(value_batch)) + tuple(value_batch)
+        if all(p == 1 or v == 1 for p, v in zip(params, values, strict=False)):
+            value_axes = [a for a in range(ndim) if values[a] > 1]
+            param_axes = [a for a in range(ndim) if params[a] > 1]
+            table = jnp.reshape(_mvn_log_prob(d, x), [values[a] for a in value_axes] + [params[a] for a in param_axes])
+            table = jnp.transpose(table, np.argsort(value_axes + param_axes))
+            return jnp.reshape(table, jnp.broadcast_shapes(params, values))
+    return d.log_prob(x)
+
+
+def _poisson_statistics(x):
+    return jnp.stack([x, jnp.ones_like(x), gammaln(x + 1)], axis=-1)
+
+
+def _poisson_coefficients(d, shift):
+    return jnp.stack([jnp.log(d.rate), -d.rate, -jnp.ones_like(d.rate)], axis=-1)
+
+
+def _finite_discrete(d) -> Family | None:
+    """Any family on an integer range {a, ..., a+S-1}: T(x) = one-hot(x - a)."""
+    try:
+        support = d.enumerate_support(expand=False)
+    except (NotImplementedError, ValueError):
+        return None
+    low, size = support.reshape(-1)[0], support.shape[0]
+
+    def statistics(x):
+        return jax.nn.one_hot(jnp.asarray(x - low, jnp.int32), size, dtype=jnp.result_type(float))
+
+    def coefficients(d, shift):
+        return jnp.moveaxis(d.log_prob(d.enumerate_support(expand=False)), 0, -1)
+
+    return Family(statistics, coefficients)
+
+
+_REGISTRY = {
+    dist.Normal: Family(_normal_statistics, _normal_coefficients, location=True),
+    dist.MultivariateNormal: Family(_mvn_statistics, _mvn_coefficients, location=True),
+    dist.Poisson: Family(_poisson_statistics, _poisson_coefficients),
+}
+
+
+def _independent(d) -> Family | None:
+    """``base.to_event(k)``: the base family's statistics, event axes flattened into S."""
+    inner = family_of(d.base_dist)
+    if inner is None:
+        return None
+    k = d.reinterpreted_batch_ndims
+
+    def flatten(t):
+        return jnp.reshape(t, (*t.shape[: t.ndim - k - 1], -1))
+
+    return Family(
+        lambda x: flatten(inner.statistics(x)),
+        lambda d, shift: flatten(inner.coefficients(d.base_dist, shift)),
+        inner.location,
+    )
+
+
+def family_of(d) -> Family | None:
+    """The exact sufficient-statistic form of ``d``, or None when there is none here."""
+    if isinstance(d, dist.Independent):
+        return _independent(d)
+    family = _REGISTRY.get(type(d))
+    if family is not None:
+        return family
+    if d.has_enumerate_support:
+        return _finite_discrete(d)
+    return None

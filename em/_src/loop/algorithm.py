@@ -1,0 +1,213 @@
+"""EM as a pair of pure functions, ``init`` and ``step``, in the style of optax and blackjax.
+
+    alg = em.algorithm(model, *args, **kwargs)
+    state = alg.init(rng_key, init)          # θ_0 and the E-step at θ_0
+    state, info = alg.step(state)            # θ_{t+1} = argmax Q(· | θ_t), then the E-step at θ_{t+1}
+
+An :class:`EMState` holds arrays only, so ``jax.jit(alg.step)``, ``lax.scan``,
+``vmap`` and a user's own Python loop all work; :func:`em.fit` is the compiled
+``while_loop`` over the same step, with a stopping rule, restarts and checks.
+
+The start is the step from a state *before* the start (iteration -1): its M-step reads
+random posterior weights (:func:`em._src.kernels.initialisation.random_summaries`)
+instead of an E-step's, and the sites that ``init`` fixes take their given values
+after it; with every site fixed, that M-step is skipped. Folding the start into the
+step keeps one copy of the M- and E-step in a compiled fit.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from em._src import compilation
+from em._src.kernels import estep, initialisation
+from em._src.loop.mstep import MStep, MStepInfo, check_m_step
+from em._src.reading import arguments, checks, scans
+from em._src.reading.derive import cast_init, derive
+from em._src.reading.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
+
+
+class EMState(NamedTuple):
+    """Where EM stands after an iteration (arrays only: a PyTree for jit, scan and vmap).
+
+    Attributes:
+      params: θ_t by site name, in the model's (constrained) space.
+      unconstrained: θ_t in the unconstrained space the M-step works in.
+      summaries: what Q(· | θ_t) needs of the E-step at θ_t, by site.
+      log_likelihood: log p(X | θ_t).
+      objective: what EM maximises at θ_t (plus log p(θ_t) for MAP-EM).
+      iteration: t (0 for the start; -1 before it).
+      change: objective_t - objective_{t-1} (inf at the start).
+      fixed: by parameter site, whether ``init`` gave its start.
+    """
+
+    params: dict
+    unconstrained: dict
+    summaries: dict
+    log_likelihood: jax.Array
+    objective: jax.Array
+    iteration: jax.Array
+    change: jax.Array
+    fixed: dict
+
+
+class EMInfo(NamedTuple):
+    """Diagnostics of one step, not carried to the next.
+
+    Attributes:
+      m_step: the M-step's :class:`~em._src.loop.mstep.MStepInfo`.
+      finite: by parameter site, summarised site and ``"(objective)"``: whether all its
+        values are finite after the step.
+    """
+
+    m_step: MStepInfo
+    finite: dict
+
+
+class EMAlgorithm(NamedTuple):
+    """``init(rng_key, init=None) -> EMState`` and ``step(state) -> (EMState, EMInfo)``."""
+
+    init: Callable
+    step: Callable
+
+
+OBJECTIVE = "(objective)"  # the key of the objective's flag among the sites' flags
+
+
+class Setup(NamedTuple):
+    """Everything static about EM on one model and data shapes (hashed for compiling)."""
+
+    model: Callable
+    arguments: arguments.StaticArguments
+    use_priors: bool
+    use_statistics: bool
+    m_step: MStep
+
+
+class Kernel(NamedTuple):
+    """The model's EM, traced for one data set (see :func:`kernel`)."""
+
+    sites: ModelSites
+    trace_at: Callable  # params -> the enumerated trace
+    before_start: Callable  # (rng_key, init) -> EMState at iteration -1
+    advance: Callable  # EMState -> (EMState, EMInfo)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves or [jnp.array(True)]))
+
+
+def finite_flags(unconstrained: dict, summaries: dict, objective) -> dict:
+    flags = {name: _all_finite(u) for name, u in unconstrained.items()}
+    flags.update({name: _all_finite(summary) for name, summary in summaries.items()})
+    flags[OBJECTIVE] = jnp.isfinite(objective)
+    return flags
+
+
+def kernel(setup: Setup, dynamic) -> Kernel:
+    """Trace the model's E-step, Q and M-step for the data ``dynamic`` (inside a jit)."""
+    args, kwargs = arguments.join(setup.arguments, dynamic)
+    sites = inspect_model(model_trace(setup.model, args, kwargs))
+    defaults = {p.name: p.default for p in sites.params}
+    trace_at = scans.tracer(setup.model, sites, args, kwargs, defaults)
+    # jit: the start's eval_shape and the step trace the E-step once between them.
+    e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics))
+    q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
+
+    def objective_of(e: estep.EStep):
+        return e.log_likelihood + e.log_prior if setup.use_priors else e.log_likelihood
+
+    def before_start(rng_key, init: dict) -> EMState:
+        prior_key, summary_key = jax.random.split(rng_key)
+        start = unconstrain(sites, {**defaults, **init})
+        params = constrain(sites, start)
+        template = jax.eval_shape(e_step, params)
+        if len(init) == len(sites.params):
+            summaries = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), template.summaries)
+            u = start
+        else:
+            trace = trace_at(params)
+            summaries = initialisation.random_summaries(summary_key, trace, sites, setup.use_statistics)
+            drawn = unconstrain(sites, {**params, **initialisation.prior_draw(prior_key, trace, sites)})
+            u = {k: start[k] if k in init else v for k, v in drawn.items()}
+        zero = jnp.zeros((), template.log_likelihood.dtype)
+        fixed = {p.name: jnp.asarray(p.name in init) for p in sites.params}
+        iteration = -jnp.ones((), jnp.int32)
+        return EMState(constrain(sites, u), u, summaries, zero, zero, iteration, jnp.full((), jnp.inf), fixed)
+
+    def advance(state: EMState) -> tuple[EMState, EMInfo]:
+        starting = state.iteration < 0
+        skip = starting & jnp.all(jnp.stack(list(state.fixed.values())))
+
+        def m_step():
+            return setup.m_step(lambda v: q(constrain(sites, v), state.summaries), state.unconstrained)
+
+        def unchanged():
+            return state.unconstrained, MStepInfo.none(state.objective.dtype)
+
+        u, m_info = jax.lax.cond(skip, unchanged, m_step)
+        # After the start's M-step, the sites that init fixes take their given values.
+        u = {k: jnp.where(starting & state.fixed[k], state.unconstrained[k], v) for k, v in u.items()}
+        params = constrain(sites, u)
+        e = e_step(params)
+        objective = objective_of(e)
+        change = jnp.where(starting, jnp.inf, objective - state.objective)
+        new = EMState(params, u, e.summaries, e.log_likelihood, objective, state.iteration + 1, change, state.fixed)
+        return new, EMInfo(m_info, finite_flags(u, e.summaries, objective))
+
+    return Kernel(sites, trace_at, before_start, advance)
+
+
+def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:
+    k = kernel(setup, dynamic)
+    return k.advance(k.before_start(rng_key, init))[0]
+
+
+def _step(setup: Setup, dynamic, state: EMState) -> tuple[EMState, EMInfo]:
+    return kernel(setup, dynamic).advance(state)
+
+
+_init_compiled = compilation.jit(_init, static_argnums=0)
+_step_compiled = compilation.jit(_step, static_argnums=0)
+
+
+def algorithm(model, *args, priors: bool = True, m_step=None, sufficient_statistics: bool = True, **kwargs):
+    """EM on a NumPyro model as two pure functions, ``init`` and ``step``.
+
+    Args:
+      model: a NumPyro model; ``*args`` and ``**kwargs`` (its data) are passed to it.
+      priors, sufficient_statistics: as in :func:`em.fit`.
+      m_step: :func:`em.newton` (the default) or :func:`em.optax_m_step`.
+
+    Returns:
+      An :class:`EMAlgorithm`: ``init(rng_key, init=None)`` gives the :class:`EMState`
+      at the start (θ_0 as :func:`em.fit` chooses it, and the E-step there);
+      ``step(state)`` one iteration and its :class:`EMInfo`. Both are pure: jit, scan
+      and vmap them as any JAX function. Ten steps from ``init`` equal
+      ``em.fit(..., max_iter=10, tol=0)`` from the same key and ``init``.
+
+    Example::
+
+        alg = em.algorithm(model, x, 2)
+        step = jax.jit(alg.step)
+        state = alg.init(jax.random.PRNGKey(0))
+        for _ in range(100):
+            state, info = step(state)
+    """
+    m_step = check_m_step(m_step)
+    derived = derive(model, args, kwargs, fitting=True)
+    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
+
+    def init(rng_key, init: dict | None = None) -> EMState:
+        init = cast_init(init)
+        checks.check_init(init, derived.sites, strictly_inside=True)
+        return _init_compiled(setup, derived.dynamic, init, rng_key)
+
+    def step(state: EMState) -> tuple[EMState, EMInfo]:
+        return _step_compiled(setup, derived.dynamic, state)
+
+    return EMAlgorithm(init, step)

@@ -1,0 +1,359 @@
+"""em.fit: the compiled ``lax.while_loop`` over EM's step, vmapped over restarts.
+
+Each iteration is :mod:`em._src.loop.algorithm`'s step: the M-step on the E-step
+summaries of θ_t, then the E-step at θ_{t+1}, whose objective is recorded in the
+history. The loop stops after ``max_iter`` iterations, once the objective's change
+and the gain still expected are at most ``tol · |ℓ_t|`` (see :func:`_stop`), or on a
+non-finite value (the watchdog). ``max_iter`` and ``tol`` are traced: changing them
+does not compile the fit again.
+"""
+
+import warnings
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import distributions as dist
+
+from em._src import compilation
+from em._src.kernels import enumeration
+from em._src.loop.algorithm import EMInfo, EMState, Setup, finite_flags, kernel
+from em._src.loop.mstep import MStepInfo, check_m_step
+from em._src.loop.results import STOP_REASONS, EMResult
+from em._src.reading import checks
+from em._src.reading.derive import cast_init, derive, evaluator
+from em._src.reading.masking import masked_moments, unwrap, valid_entries
+from em._src.reading.numpyro_internals import outside_chain
+
+DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
+
+
+class EMNumericalError(FloatingPointError):
+    """EM reached a non-finite objective or parameter (NaN, ±inf)."""
+
+
+class _Config(NamedTuple):
+    """Everything static about a fit: hashed to find its compiled loop."""
+
+    setup: Setup
+    num_restarts: int
+    history_size: int  # the history buffer's length: max_iter + 1 rounded up, so max_iter stays traced
+
+
+def _history_size(max_iter: int) -> int:
+    """max_iter + 1 rounded up to a power of two, at least 1024: one compiled fit serves
+    every max_iter below 1024."""
+    return max(1024, 1 << int(max_iter).bit_length())
+
+
+class _Loop(NamedTuple):
+    state: EMState
+    info: EMInfo  # of the last step (the watchdog reads its flags)
+    converged: jax.Array
+    history: jax.Array
+    num_capped: jax.Array  # M-steps stopped at their step cap
+
+
+class _Checks(NamedTuple):
+    """What the compiled fit reports about itself, for :func:`fit` to raise or warn on."""
+
+    finite: dict  # per restart, as in _LoopState.finite (all True for a healthy fit)
+    failed: jax.Array  # per restart: stopped on a non-finite value
+    failed_at: jax.Array  # per restart: the iteration at which it did
+    collapsed: dict  # per continuous observed site of the best fit: cells' variance / data's
+    coincident: dict  # per latent of the best fit: (K, K) whether two values explain the data alike
+
+
+def _relative_variances(trace, sites) -> dict:
+    """Per continuous observed site: min over its cells of the fitted variance divided by
+    the variance of its observed values (a component collapsed onto data points: ~0).
+    For a multivariate normal, the variances of each coordinate given the ones before
+    it (the Cholesky factor's squared diagonal): ~0 also where the component collapsed
+    onto a line, as on collinear data."""
+    ratios = {}
+    for name in sites.observed:
+        site = trace.get(name)
+        if site is None or site["fn"].support.is_discrete:
+            continue
+        d, _ = unwrap(site["fn"])
+        try:
+            variance = jnp.asarray(d.variance)
+        except (NotImplementedError, AttributeError):
+            continue
+        if isinstance(d, dist.MultivariateNormal):  # conditional variances: a flat ellipse too
+            variance = jnp.diagonal(d.scale_tril, axis1=-2, axis2=-1) ** 2
+        value = jnp.asarray(site["value"], variance.dtype)
+        _, spread = masked_moments(value, valid_entries(site), tuple(range(value.ndim - d.event_dim)))
+        ratios[name] = jnp.min(variance / jnp.where(spread > 0, spread, 1.0))
+    return ratios
+
+
+def _stop(change, last_change, objective, tol):
+    """Whether EM has converged: the objective changed by at most ``tol · |ℓ|``, and so
+    would the rest of the way to its limit, estimated from the ratio r of the last two
+    changes as a geometric series (Aitken): change · r / (1 - r). Changes that grow
+    (r ≥ 1) are EM leaving a saddle, never converged; changes at ℓ's rounding are."""
+    rate = change / last_change
+    remaining = jnp.where((rate >= 0) & (rate < 1), change * rate / (1 - rate), jnp.where(rate >= 1, jnp.inf, 0.0))
+    bound = tol * jnp.abs(objective)
+    rounding = jnp.abs(change) <= 16 * jnp.finfo(jnp.result_type(objective)).eps * jnp.abs(objective)
+    return (jnp.abs(change) <= bound) & ((jnp.abs(remaining) <= bound) | rounding)
+
+
+def _coincident_values(layout, log_probs) -> dict:
+    """Per latent: which pairs of its values give every observed datum the same
+    log-density (to rounding) in every observed factor that depends on it: two
+    components fitted to the same data. A symmetric start stays there, a saddle point
+    that EM cannot leave (the objective is flat to second order along the split)."""
+    coincident = {}
+    for latent in (f for f in layout if f.enumerated):
+        pairs = None
+        for factor in layout:
+            if factor.enumerated or factor.evidence_for or latent.name not in factor.dim_to_name.values():
+                continue
+            log_prob = log_probs[factor.name]
+            axis = jnp.ndim(log_prob) + next(d for d, n in factor.dim_to_name.items() if n == latent.name)
+            values = jnp.moveaxis(log_prob, axis, -1)
+            values = jnp.reshape(values, (-1, values.shape[-1]))
+            finite = jnp.where(jnp.isfinite(values), values, 0.0)
+            difference = jnp.max(jnp.abs(finite[:, :, None] - finite[:, None, :]), axis=0)
+            scale = 1.0 + jnp.max(jnp.abs(finite))
+            same = difference <= 1e3 * jnp.finfo(values.dtype).eps * scale
+            same &= jnp.all(jnp.isfinite(values)[:, :, None] == jnp.isfinite(values)[:, None, :], axis=0)
+            pairs = same if pairs is None else pairs & same
+        if pairs is not None:
+            coincident[outside_chain(latent.name)] = pairs & ~jnp.eye(pairs.shape[0], dtype=bool)
+    return coincident
+
+
+def _failed(info: EMInfo):
+    return ~jnp.all(jnp.stack(list(info.finite.values())))
+
+
+def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol):
+    em = kernel(config.setup, dynamic)
+
+    def cond(s: _Loop):
+        return (s.state.iteration < max_iter) & ~s.converged & ~_failed(s.info)
+
+    def body(s: _Loop) -> _Loop:
+        state, info = em.advance(s.state)
+        stops = _stop(state.change, s.state.change, s.state.objective, tol)
+        converged = (tol > 0) & (s.state.iteration >= 0) & stops
+        history = s.history.at[state.iteration].set(state.objective)
+        return _Loop(state, info, converged, history, s.num_capped + info.m_step.capped)
+
+    def run(key):
+        state = em.before_start(key, init)
+        dtype = jnp.result_type(float)
+        info = EMInfo(MStepInfo.none(dtype), finite_flags(state.unconstrained, state.summaries, state.objective))
+        history = jnp.full(config.history_size, jnp.nan, dtype)
+        start = _Loop(state, info, jnp.zeros((), bool), history, jnp.zeros((), jnp.int32))
+        final = jax.lax.while_loop(cond, body, start)
+        failed = _failed(final.info)
+        reason = jnp.where(failed, STOP_REASONS.index("non-finite"), jnp.where(final.converged, 0, 1))
+        result = EMResult(
+            params=final.state.params,
+            log_likelihood=final.state.log_likelihood,
+            objective=final.state.objective,
+            history=final.history,
+            num_iter=final.state.iteration,
+            converged=final.converged & ~failed,
+            num_failed=failed.astype(jnp.int32),
+            stop_code=reason.astype(jnp.int32),
+            m_step=final.info.m_step,
+            num_capped_m_steps=final.num_capped,
+        )
+        return result, final.info.finite, failed
+
+    if config.num_restarts == 1:
+        result, finite, failures = jax.tree_util.tree_map(lambda x: x[None], run(rng_key))
+    else:
+        result, finite, failures = jax.vmap(run)(jax.random.split(rng_key, config.num_restarts))
+    # Failed restarts are never the best, unless every one failed.
+    best = jnp.argmax(jnp.where(~failures & jnp.isfinite(result.objective), result.objective, -jnp.inf))
+    best_result = jax.tree_util.tree_map(lambda x: x[best], result)._replace(num_failed=jnp.sum(failures))
+    return best_result, _after_fit(em.sites, em.trace_at, best_result, finite, failures, result.num_iter)
+
+
+def _after_fit(sites, trace_at, result: EMResult, finite, failures, stopped_at) -> _Checks:
+    """Checks of the best fit: collapsed continuous densities, coinciding components."""
+    trace = trace_at(result.params)
+    collapsed = _relative_variances(trace, sites)
+    coincident = _coincident_values(*enumeration.data_factors(trace, sites))
+    return _Checks(finite, failures, stopped_at, collapsed, coincident)
+
+
+_fit_compiled = compilation.jit(_fit, static_argnums=0)
+
+
+class EMWarning(UserWarning):
+    """A fit that is returned but may not be what was wanted: a collapsed component, or
+    restarts that failed numerically."""
+
+
+# A fitted variance below this share of the data's (or below the float's epsilon, if
+# larger) is a component collapsed onto points or a line.
+COLLAPSE_RTOL = 1e-10
+
+
+def _bad_sites(finite: dict) -> list:
+    return [name for name, ok in finite.items() if not ok]
+
+
+def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
+    """Raise or warn, naming sites, on what the compiled fit found (see :class:`_Checks`)."""
+    failed = np.asarray(checks.failed)
+    if failed.any():
+        first = int(np.argmax(failed))
+        names = _bad_sites({k: bool(np.asarray(v)[first]) for k, v in checks.finite.items()})
+        iteration = int(np.asarray(checks.failed_at)[first])
+        where = f"at iteration {iteration}, in {', '.join(repr(n) for n in names)}"
+        advice = (
+            "A component may have collapsed onto data points or lost all its data (an unbounded "
+            "likelihood): put a prior on its scale or weight (MAP-EM: a sample site with a prior instead "
+            "of a param site), use fewer components, or try other starts."
+        )
+        observed = [n for n in names if n in sites.observed]
+        if iteration <= 0 and observed:
+            advice = (
+                f"At the start, the data of {', '.join(repr(n) for n in observed)} give a non-finite "
+                "log-density: check them for NaN, inf or values outside the support (data inside a scan are "
+                "checked only here); mark missing entries with obs_mask."
+            )
+        if failed.all():
+            raise EMNumericalError(
+                f"EM reached a non-finite value (NaN or inf) {where}"
+                + (f" (all {num_restarts} restarts failed)" if num_restarts > 1 else "")
+                + f". {advice}"
+            )
+        warnings.warn(
+            f"{int(failed.sum())} of {num_restarts} restarts reached a non-finite value (the first {where}) "
+            f"and were left out of the best. {advice}",
+            EMWarning,
+            stacklevel=3,
+        )
+    threshold = max(np.finfo(np.asarray(result.log_likelihood).dtype).eps, COLLAPSE_RTOL)
+    for name, ratio in checks.collapsed.items():
+        if float(ratio) < threshold:
+            warnings.warn(
+                f"Observed site '{name}': a fitted cell's variance is {float(ratio):.2g} times the variance "
+                "of the data, a component collapsed onto data points (the likelihood grows without bound "
+                "there, so this is not a proper maximum). Put a prior on the scale (MAP-EM), use fewer "
+                "components, or try other starts.",
+                EMWarning,
+                stacklevel=3,
+            )
+    for name, pairs in checks.coincident.items():
+        pairs = np.argwhere(np.triu(np.asarray(pairs)))
+        if len(pairs):
+            warnings.warn(
+                f"Latent site '{name}': its values {pairs[0].tolist()} give every datum the same density, two "
+                "components fitted to the same data. That is a saddle point, which EM does not leave from a "
+                "symmetric start: use random starts (leave these sites out of init) or more restarts.",
+                EMWarning,
+                stacklevel=3,
+            )
+
+
+def fit(
+    model,
+    *args,
+    rng_key,
+    init: dict | None = None,
+    max_iter: int = 1000,
+    tol: float | None = None,
+    num_restarts: int = 1,
+    priors: bool = True,
+    sufficient_statistics: bool = True,
+    m_step=None,
+    **kwargs,
+) -> EMResult:
+    """Fit the parameters of a NumPyro model by expectation-maximisation.
+
+    θ is every ``numpyro.param`` site and every continuous unobserved ``sample``
+    site; Z is every discrete unobserved ``sample`` site, summed out by enumeration
+    (a Markov chain written with ``numpyro.contrib.control_flow.scan`` by the
+    forward-backward algorithm of :mod:`em._src.kernels.chain`). EM maximises
+    log p(X | θ) + log p(θ) (MAP-EM, the priors of ``sample`` sites in the model's
+    own parametrisation, no Jacobian), or log p(X | θ) with ``priors=False``.
+
+    Args:
+      model: a NumPyro model function; ``*args`` and ``**kwargs`` are passed to it.
+        Array arguments are traced; other arguments are static (a change compiles anew).
+      rng_key: a ``jax.random`` key for the random starts.
+      init: starting values by site name, in the constrained space (cast to the fit's
+        float dtype). Sites not named start from one M-step on random posterior weights
+        over the latents around a few anchor data (see
+        :func:`em._src.kernels.initialisation.random_summaries`; drawn from ``rng_key``), begun at the
+        param sites' own initial values and a prior draw of the sample sites.
+      max_iter: the most EM iterations (M-steps).
+      tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective, and the
+        remaining gain estimated from the last two changes is as small (see
+        :func:`_stop`); ``tol=0`` runs exactly ``max_iter`` iterations. Default: 1e-8
+        in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ).
+      num_restarts: with more than one, the fit runs (vmapped) from the random starts
+        of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
+        highest objective.
+      priors: False fits the MLE, ignoring the priors of ``sample`` sites.
+      sufficient_statistics: False makes every M-step re-read the data instead of
+        using weighted sufficient statistics (same answer, slower; for checking).
+      m_step: how to maximise Q: :func:`em.newton` (the default: trust-region Newton,
+        optax L-BFGS beyond a few hundred parameters) or :func:`em.optax_m_step`, each
+        with its step cap and gradient tolerance. Equal values share a compiled fit.
+
+    Returns:
+      An :class:`EMResult`.
+
+    Raises:
+      ValueError: before any compilation, for sites EM cannot handle, bad options,
+        observed data that are non-finite or outside their support, empty data, a
+        model without data or parameters, or ``init`` naming an unknown site or a
+        value outside its support or on its boundary.
+      EMNumericalError: when every restart reached a non-finite value (the sites and
+        iteration named).
+
+    Warns:
+      EMWarning: when some restarts failed numerically, a component collapsed (an
+        unbounded likelihood), or two components coincide (a saddle).
+
+    Errors and warnings after the fit are given when ``fit`` is called outside a
+    ``jit``; inside one, read ``EMResult.num_failed`` and ``converged``.
+    """
+    if tol is None:
+        tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
+    checks.check_options(max_iter, tol, num_restarts)
+    m_step = check_m_step(m_step)
+    init = cast_init(init)
+    derived = derive(model, args, kwargs, fitting=True)
+    checks.check_init(init, derived.sites, strictly_inside=True)
+    if num_restarts > 1 and len(init) == len(derived.sites.params):
+        raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
+    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
+    config = _Config(setup, int(num_restarts), _history_size(max_iter))
+    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, jnp.result_type(float)))
+    result, found = _fit_compiled(config, derived.dynamic, init, rng_key, *traced)
+    history = result.history
+    # sliced on the host where it can be: slicing on the device compiles a program per length
+    history = (
+        jnp.asarray(np.asarray(history)[: max_iter + 1]) if checks.is_concrete(history) else history[: max_iter + 1]
+    )
+    result = result._replace(history=history)
+    if derived.concrete and checks.is_concrete(init, result):
+        _report(found, result, derived.sites, num_restarts)
+    return result
+
+
+def _log_likelihood(model, args, kwargs, params):
+    _, _, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
+    return enumeration.contract(layout, log_probs)
+
+
+_evaluate_log_likelihood = evaluator(_log_likelihood)
+log_likelihood_function = _evaluate_log_likelihood.function  # (model, args, kwargs) -> (params -> log p(X | θ))
+
+
+def log_likelihood(model, params: dict, *args, **kwargs):
+    """log p(X | θ): the model's log evidence with its discrete latents summed out."""
+    return _evaluate_log_likelihood.call(model, params, *args, **kwargs)

@@ -1,0 +1,147 @@
+"""Eager checks of a fit's input, raised before any compilation or work."""
+
+import numbers
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
+from numpyro.distributions.transforms import biject_to
+
+from em._src import compilation
+from em._src.kernels.boundary import is_identity
+from em._src.reading.masking import unwrap, value_mask_of_shape
+from em._src.reading.sites import ModelSites
+
+
+def is_concrete(*trees) -> bool:
+    return not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+def check_options(max_iter, tol, num_restarts):
+    if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}.")
+    if not isinstance(tol, numbers.Real) or isinstance(tol, bool) or not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+    if not isinstance(num_restarts, (int, np.integer)) or num_restarts < 1:
+        raise ValueError(f"num_restarts must be a positive integer, got {num_restarts!r}.")
+
+
+def check_model(sites: ModelSites):
+    """A model EM can fit has data and something to fit."""
+    if not sites.observed:
+        raise ValueError(
+            "The model has no observed site: nothing to fit. Pass the data to the sample site that "
+            "generates them with obs=... (an unobserved per-datum site would be fitted as a parameter)."
+        )
+    if not sites.params:
+        raise ValueError(
+            "The model has no parameters: no numpyro.param site and no continuous sample site with a "
+            "prior. There is nothing for EM to fit; em.log_likelihood and em.posterior evaluate it as it is."
+        )
+
+
+@partial(compilation.jit, static_argnums=0)
+def _inside_support(structure, leaves, values: dict) -> dict:
+    supports = jax.tree_util.tree_unflatten(structure, leaves)
+    return {name: support(values[name]) for name, support in supports.items()}
+
+
+def check_observed(trace, sites: ModelSites):
+    """Observed values must be finite and inside their distribution's support where they
+    count (masked-out entries may be anything, NaN included)."""
+    supports, values, masks = {}, {}, {}
+    for name in sites.observed:
+        site = trace[name]
+        if not is_concrete(site["value"]):  # computed inside the model (a scan): not checkable here
+            continue
+        mask = value_mask_of_shape(site)
+        if not is_concrete(mask):
+            continue
+        value = np.asarray(site["value"])
+        event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))
+        finite = np.all(np.isfinite(value), axis=event_axes)
+        bad = ~finite & np.broadcast_to(np.asarray(mask), finite.shape)
+        if np.any(bad):
+            where = np.argwhere(bad)[0].tolist()
+            raise ValueError(
+                f"Observed site '{name}' has {int(bad.sum())} NaN or infinite value(s) "
+                f"(first at index {where}). Drop them, or mark them missing with obs_mask."
+            )
+        support = unwrap(site["fn"])[0].support
+        if is_concrete(jax.tree_util.tree_leaves(support)):  # bounds that do not depend on θ
+            supports[name], values[name], masks[name] = support, np.where(np.isfinite(value), value, 0), mask
+    leaves, structure = jax.tree_util.tree_flatten(supports)
+    for name, inside in _inside_support(structure, leaves, values).items():
+        inside = np.asarray(inside)
+        bad = ~inside & np.broadcast_to(np.asarray(masks[name]), inside.shape)
+        if np.any(bad):
+            where = tuple(np.argwhere(bad)[0].tolist())
+            raise ValueError(
+                f"Observed site '{name}' has {int(bad.sum())} value(s) outside its distribution's support "
+                f"{supports[name]} (first at index {list(where)}: {np.asarray(values[name])[where].tolist()}). "
+                "Check the data's coding (categories count from 0), or mark them missing with obs_mask."
+            )
+
+
+@partial(compilation.jit, static_argnums=0)
+def _flags(structure, leaves, values: dict) -> dict:
+    constraints = jax.tree_util.tree_unflatten(structure, leaves)
+
+    def strictly_inside(c, value):
+        transform = biject_to(c)
+        u = transform.inv(value)
+        if is_identity(transform):
+            return jnp.all(jnp.isfinite(u))
+        # A simplex vertex maps to a clipped, finite, unconstrained value: about log(1 / tiny).
+        return jnp.all(jnp.isfinite(u) & (jnp.abs(u) < -0.99 * jnp.log(jnp.finfo(u.dtype).tiny)))
+
+    return {name: (jnp.all(c(values[name])), strictly_inside(c, values[name])) for name, c in constraints.items()}
+
+
+def _support_flags(values: dict, sites: ModelSites) -> dict:
+    """Per value: (inside the site's support, strictly inside it: finite when
+    unconstrained). One compiled call (cached across fits: constraints are PyTrees),
+    not a compilation per eager operation."""
+    constraints = {p.name: p.constraint for p in sites.params if p.name in values}
+    leaves, structure = jax.tree_util.tree_flatten(constraints)
+    flags = _flags(structure, leaves, {k: jnp.asarray(v) for k, v in values.items()})
+    return jax.tree_util.tree_map(bool, flags)
+
+
+def check_init(init: dict, sites: ModelSites, strictly_inside: bool = False):
+    """Names must be parameter sites; values must have the site's shape and support.
+
+    With ``strictly_inside``, also off the support's boundary: EM moves in the
+    unconstrained space, where a probability of exactly 0 or 1 is infinitely far
+    away, and would not move.
+    """
+    known = {p.name: p for p in sites.params}
+    for name, value in init.items():
+        if name not in known:
+            raise ValueError(
+                f"init names '{name}', which is not a parameter of the model; its parameter sites are {sorted(known)}."
+            )
+        site = known[name]
+        if jnp.shape(value) != jnp.shape(site.default):
+            raise ValueError(
+                f"init['{name}'] has shape {jnp.shape(value)}, but the site has shape {jnp.shape(site.default)}."
+            )
+    concrete = {k: v for k, v in init.items() if is_concrete(v)}
+    for name, (in_support, inside) in _support_flags(concrete, sites).items():
+        if not in_support:
+            raise ValueError(f"init['{name}'] = {init[name]!r} is outside the site's support {known[name].constraint}.")
+        if strictly_inside and not inside:
+            raise ValueError(
+                f"init['{name}'] = {init[name]!r} lies on the boundary of the site's support "
+                f"{known[name].constraint}; start strictly inside it."
+            )
+
+
+def check_params(params: dict, sites: ModelSites):
+    """A full set of parameter values, each of the right shape and support."""
+    missing = sorted({p.name for p in sites.params} - set(params))
+    if missing:
+        raise ValueError(f"params lacks the parameter site(s) {missing}.")
+    check_init({p.name: params[p.name] for p in sites.params}, sites)

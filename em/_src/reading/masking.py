@@ -1,0 +1,58 @@
+"""What lies inside NumPyro's plate expansion and masking of a site's distribution."""
+
+import jax.numpy as jnp
+from numpyro.distributions import ExpandedDistribution, MaskedDistribution
+
+from em._src.reading.numpyro_internals import mask_of
+
+
+def unwrap(fn):
+    """The distribution inside plate expansion and masking, and the combined mask."""
+    mask = True
+    while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
+        if isinstance(fn, MaskedDistribution):
+            mask = jnp.logical_and(mask, mask_of(fn))
+        fn = fn.base_dist
+    return fn, mask
+
+
+def value_mask(site):
+    """Which entries of a traced site's value count: a mask that broadcasts with the
+    value's batch shape (a mask that NumPyro's scan broadcast along the latents counts
+    where any of its cells does)."""
+    d, mask = unwrap(site["fn"])
+    mask = jnp.asarray(mask)
+    batch_ndim = jnp.ndim(site["value"]) - d.event_dim
+    value_batch = (1,) * (mask.ndim - batch_ndim) + tuple(jnp.shape(site["value"])[:batch_ndim])
+    mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
+    return jnp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0) :])
+
+
+def value_mask_of_shape(site):
+    """:func:`value_mask` over exactly the value's batch shape, where it fits there (else
+    every entry counts): for heuristics that read the data."""
+    d, _ = unwrap(site["fn"])
+    batch = jnp.shape(site["value"])[: jnp.ndim(site["value"]) - d.event_dim]
+    mask = value_mask(site)
+    try:
+        fits = jnp.broadcast_shapes(jnp.shape(mask), batch) == tuple(batch)
+    except ValueError:
+        fits = False
+    return jnp.broadcast_to(mask, batch) if fits else jnp.ones(batch, bool)
+
+
+def valid_entries(site):
+    """Which entries of a traced site's value count, over the whole value (its event axes
+    too): not masked out (:func:`value_mask_of_shape`), and finite."""
+    value = site["value"]
+    mask = value_mask_of_shape(site)
+    mask = jnp.reshape(mask, jnp.shape(mask) + (1,) * (jnp.ndim(value) - mask.ndim))
+    return jnp.broadcast_to(mask, jnp.shape(value)) & jnp.isfinite(value)
+
+
+def masked_moments(values, valid, axes):
+    """Mean and variance of ``values`` over ``axes``, counting the entries where ``valid``."""
+    count = jnp.maximum(jnp.sum(valid, axes), 1)
+    mean = jnp.sum(jnp.where(valid, values, 0.0), axes) / count
+    variance = jnp.sum(jnp.where(valid, (values - mean) ** 2, 0.0), axes) / count
+    return mean, variance
