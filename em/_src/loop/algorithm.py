@@ -122,7 +122,6 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         return e.log_likelihood + e.log_prior if setup.use_priors else e.log_likelihood
 
     def before_start(rng_key, init: dict) -> EMState:
-        prior_key, summary_key = jax.random.split(rng_key)
         start = unconstrain(sites, {**defaults, **init})
         params = constrain(sites, start)
         template = jax.eval_shape(e_step, params)
@@ -131,8 +130,12 @@ def kernel(setup: Setup, dynamic) -> Kernel:
             u = start
         else:
             trace = trace_at(params)
-            summaries = initialisation.random_summaries(summary_key, trace, sites, setup.use_statistics)
-            drawn = unconstrain(sites, {**params, **initialisation.prior_draw(prior_key, trace, sites)})
+
+            def random_start(stream):
+                summaries = initialisation.random_summaries(stream, trace, sites, setup.use_statistics)
+                return summaries, initialisation.uniform_draw(stream, start, sites)
+
+            summaries, drawn = initialisation.with_random_stream(rng_key, random_start)
             u = {k: start[k] if k in init else v for k, v in drawn.items()}
         zero = jnp.zeros((), template.log_likelihood.dtype)
         fixed = {p.name: jnp.asarray(p.name in init) for p in sites.params}

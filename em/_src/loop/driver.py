@@ -287,7 +287,8 @@ def fit(
         float dtype). Sites not named start from one M-step on random posterior weights
         over the latents around a few anchor data (see
         :func:`em._src.kernels.initialisation.random_summaries`; drawn from ``rng_key``), begun at the
-        param sites' own initial values and a prior draw of the sample sites.
+        param sites' own initial values and a uniform draw of the sample sites in (-2, 2)
+        in the unconstrained space (NumPyro's ``init_to_uniform``).
       max_iter: the most EM iterations (M-steps).
       tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective, and the
         remaining gain estimated from the last two changes is as small (see

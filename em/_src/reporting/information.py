@@ -23,8 +23,8 @@ from jax.scipy.stats import norm
 
 from em._src import compilation
 from em._src.kernels import enumeration
-from em._src.reading import checks
-from em._src.reading.sites import abstract_trace, constrain, inspect_model, unconstrain
+from em._src.reading.derive import checked_params, derive
+from em._src.reading.sites import constrain, unconstrain
 
 # An eigenvalue of the information at most this share of the largest counts as zero.
 SINGULAR_RTOL = 1e-10
@@ -95,9 +95,9 @@ def laplace(model, params: dict, *args, priors: bool = True, **kwargs) -> Laplac
       positive definite (θ̂ is then no strict maximum; their standard errors are NaN),
       and the sites whose estimate lies on the boundary of their support.
     """
-    sites = inspect_model(abstract_trace(model, args, kwargs))
-    checks.check_params(params, sites)
-    params = {p.name: jnp.asarray(params[p.name]) for p in sites.params}
+    derived = derive(model, args, kwargs)
+    sites = derived.sites
+    params = checked_params(derived, params)
     objective = objective_function(model, args, kwargs, priors)
     flat_u, unravel_u = ravel_pytree(unconstrain(sites, params))
     flat_theta, unravel_theta = ravel_pytree(params)

@@ -20,7 +20,7 @@ from numpyro.handlers import substitute
 from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 
 from em._src.reading import checks
-from em._src.reading.sites import abstract_trace, inspect_model
+from em._src.reading.derive import derive
 from em._src.reporting.inference_data import build, per_draw
 
 
@@ -58,7 +58,7 @@ def run_nuts(
       (p(z | x, θ_s) per draw), and ``sample_stats`` (``diverging``).
     """
     _check_counts(num_warmup=(num_warmup, 0), num_samples=(num_samples, 1), num_chains=(num_chains, 1))
-    sites = inspect_model(abstract_trace(model, args, kwargs))
+    sites = derive(model, args, kwargs).sites
     init = dict(init or {})
     checks.check_init(init, sites)
     fixed = {p.name: jnp.asarray(init.get(p.name, p.default)) for p in sites.params if not p.has_prior}
