@@ -98,10 +98,15 @@ def test_q_from_sufficient_statistics_equals_q_from_data(case):
     theta_t, theta = random_params(0), random_params(1)
     values = []
     for use_statistics in (True, False):
-        trace_at = scans.tracer(model, sites, args, kwargs, theta_t)
-        e = estep.e_step(trace_at, sites, theta_t, use_statistics)
-        q = estep.q_function(trace_at, sites, use_statistics, True)
-        values.append(jax.value_and_grad(q)(theta, e.summaries))
+
+        @jax.jit  # one compiled program, not one per operation
+        def q_and_gradient(theta_t, theta, use_statistics=use_statistics):
+            trace_at = scans.tracer(model, sites, args, kwargs, theta_t)
+            e = estep.e_step(trace_at, sites, theta_t, use_statistics)
+            q = estep.q_function(trace_at, sites, use_statistics, True)
+            return jax.value_and_grad(q)(theta, e.summaries)
+
+        values.append(q_and_gradient(theta_t, theta))
     (fast, fast_grad), (generic, generic_grad) = values
     np.testing.assert_allclose(fast, generic, rtol=1e-10)
     for name in fast_grad:

@@ -2,15 +2,15 @@
 
 import numpy as np
 
-from em._src.reading.sites import inspect_model, model_trace
+from em._src.reading.derive import derive
 from em._src.reporting import labels
 from models import coins, gmm, heights, linkage
 from tests.helpers import two_clusters
 
 
 def axes_of(model, *args, **kwargs):
-    trace = model_trace(model, args, kwargs)
-    return labels.component_axes(trace, inspect_model(trace))
+    derived = derive(model, args, kwargs)  # abstract: an eager trace compiles every operation
+    return labels.component_axes(derived.trace, derived.sites)
 
 
 def test_component_axes_of_the_zoo():

@@ -89,9 +89,9 @@ CASES = [
 
 
 def _random_params(model, x, seed):
-    from em._src.reading.sites import inspect_model, model_trace
+    from em._src.reading.derive import derive
 
-    sites = inspect_model(model_trace(model, (jnp.asarray(x),), {}))
+    sites = derive(model, (jnp.asarray(x),), {}).sites  # abstract: shapes only
     keys = jax.random.split(jax.random.PRNGKey(seed), len(sites.params))
     return {
         p.name: p.transform(0.5 * jax.random.normal(k, p.transform.inverse_shape(jnp.shape(p.default))))
