@@ -17,7 +17,7 @@ step keeps one copy of the M- and E-step in a compiled fit.
 
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.reading import arguments, checks, scans
 from em._src.reading.derive import cast_init, derive
 from em._src.reading.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
+from em._src.typing import Count, Model, Params, ParamsLike, PRNGKey, Scalar
 
 
 class EMState(NamedTuple):
@@ -44,13 +45,13 @@ class EMState(NamedTuple):
       fixed: by parameter site, whether ``init`` gave its start.
     """
 
-    params: dict
-    unconstrained: dict
+    params: Params
+    unconstrained: Params
     summaries: dict
-    log_likelihood: jax.Array
-    objective: jax.Array
-    iteration: jax.Array
-    change: jax.Array
+    log_likelihood: Scalar
+    objective: Scalar
+    iteration: Count
+    change: Scalar
     fixed: dict
 
 
@@ -178,7 +179,14 @@ _init_compiled = compilation.jit(_init, static_argnums=0)
 _step_compiled = compilation.jit(_step, static_argnums=0)
 
 
-def algorithm(model, *args, priors: bool = True, m_step=None, sufficient_statistics: bool = True, **kwargs):
+def algorithm(
+    model: Model,
+    *args: Any,
+    priors: bool = True,
+    m_step: MStep | None = None,
+    sufficient_statistics: bool = True,
+    **kwargs: Any,
+) -> "EMAlgorithm":
     """EM on a NumPyro model as two pure functions, ``init`` and ``step``.
 
     Args:
@@ -193,19 +201,23 @@ def algorithm(model, *args, priors: bool = True, m_step=None, sufficient_statist
       and vmap them as any JAX function. Ten steps from ``init`` equal
       ``em.fit(..., max_iter=10, tol=0)`` from the same key and ``init``.
 
-    Example::
-
-        alg = em.algorithm(model, x, 2)
-        step = jax.jit(alg.step)
-        state = alg.init(jax.random.PRNGKey(0))
-        for _ in range(100):
-            state, info = step(state)
+    Example:
+      >>> import jax, jax.numpy as jnp, em
+      >>> from models import gmm
+      >>> x = jnp.array([-2.2, -2.0, -1.8, 1.9, 2.0, 2.1])
+      >>> alg = em.algorithm(gmm.univariate, x, 2)
+      >>> step = jax.jit(alg.step)
+      >>> state = alg.init(jax.random.PRNGKey(0))
+      >>> for _ in range(20):
+      ...     state, info = step(state)
+      >>> int(state.iteration), sorted(round(float(m), 1) for m in state.params["locs"])
+      (20, [-2.0, 2.0])
     """
     m_step = check_m_step(m_step)
     derived = derive(model, args, kwargs, fitting=True)
     setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
 
-    def init(rng_key, init: dict | None = None) -> EMState:
+    def init(rng_key: PRNGKey, init: ParamsLike | None = None) -> EMState:
         init = cast_init(init)
         checks.check_init(init, derived.sites, strictly_inside=True)
         return _init_compiled(setup, derived.dynamic, init, rng_key)

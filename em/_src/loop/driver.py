@@ -9,7 +9,7 @@ does not compile the fit again.
 """
 
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +19,13 @@ from numpyro import distributions as dist
 from em._src import compilation
 from em._src.kernels import enumeration
 from em._src.loop.algorithm import EMInfo, EMState, Setup, finite_flags, kernel
-from em._src.loop.mstep import MStepInfo, check_m_step
+from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.results import STOP_REASONS, EMResult
 from em._src.reading import checks
 from em._src.reading.derive import cast_init, derive, evaluator
 from em._src.reading.masking import masked_moments, unwrap, valid_entries
 from em._src.reading.numpyro_internals import outside_chain
+from em._src.typing import Model, ParamsLike, PRNGKey, Scalar
 
 DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
 
@@ -258,17 +259,17 @@ def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
 
 
 def fit(
-    model,
-    *args,
-    rng_key,
-    init: dict | None = None,
+    model: Model,
+    *args: Any,
+    rng_key: PRNGKey,
+    init: ParamsLike | None = None,
     max_iter: int = 1000,
     tol: float | None = None,
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
-    m_step=None,
-    **kwargs,
+    m_step: MStep | None = None,
+    **kwargs: Any,
 ) -> EMResult:
     """Fit the parameters of a NumPyro model by expectation-maximisation.
 
@@ -321,6 +322,22 @@ def fit(
 
     Errors and warnings after the fit are given when ``fit`` is called outside a
     ``jit``; inside one, read ``EMResult.num_failed`` and ``converged``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+      >>> import em
+      >>> def mixture(x):
+      ...     weights = numpyro.param("weights", jnp.ones(2) / 2, constraint=dist.constraints.simplex)
+      ...     locs = numpyro.param("locs", jnp.array([-1.0, 1.0]))
+      ...     with numpyro.plate("data", len(x)):
+      ...         z = numpyro.sample("z", dist.Categorical(weights))
+      ...         numpyro.sample("x", dist.Normal(locs[z], 1.0), obs=x)
+      >>> x = jnp.array([-2.2, -2.0, -1.8, 1.9, 2.0, 2.1])
+      >>> result = em.fit(mixture, x, rng_key=jax.random.PRNGKey(0))
+      >>> sorted(round(float(m), 2) for m in result.params["locs"]), result.stopped_because
+      ([-2.0, 2.0], 'converged')
+      >>> round(float(em.log_likelihood(mixture, result.params, x)), 2)
+      -9.72
     """
     if tol is None:
         tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
@@ -355,6 +372,15 @@ _evaluate_log_likelihood = evaluator(_log_likelihood)
 log_likelihood_function = _evaluate_log_likelihood.function  # (model, args, kwargs) -> (params -> log p(X | θ))
 
 
-def log_likelihood(model, params: dict, *args, **kwargs):
-    """log p(X | θ): the model's log evidence with its discrete latents summed out."""
+def log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Scalar:
+    """log p(X | θ): the model's log evidence with its discrete latents summed out.
+
+    Example:
+      >>> import jax.numpy as jnp, em
+      >>> from models import gmm
+      >>> params = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([-2.0, 2.0]), "scales": jnp.ones(2)}
+      >>> # 2 (log ½ + log φ(0)): each point at its own component, the other 4 sds away
+      >>> round(float(em.log_likelihood(gmm.univariate, params, jnp.array([-2.0, 2.0]), 2)), 4)
+      -3.2235
+    """
     return _evaluate_log_likelihood.call(model, params, *args, **kwargs)

@@ -16,7 +16,7 @@ Elements fixed by their constraint (a Cholesky factor's zeros and leading one), 
 posterior sd is zero, are left out of the parameter table.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import arviz as az
 import numpy as np
@@ -29,6 +29,7 @@ from em._src.reading.masking import unwrap
 from em._src.reporting import labels
 from em._src.reporting.inference_data import LOGLIK, to_inference_data
 from em._src.reporting.information import normal_interval
+from em._src.typing import Model
 
 
 class Comparison(NamedTuple):
@@ -181,14 +182,14 @@ def model_selection_table(em: az.InferenceData, mcmc: az.InferenceData) -> pd.Da
 
 
 def compare(
-    model,
+    model: Model,
     result: EMResult,
     mcmc: az.InferenceData,
-    *args,
+    *args: Any,
     priors: bool = True,
     hdi_prob: float = 0.94,
     sd_factor: float = 1.5,
-    **kwargs,
+    **kwargs: Any,
 ) -> Comparison:
     """Compare an EM fit with an MCMC run of the same model and data.
 

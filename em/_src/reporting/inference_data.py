@@ -14,6 +14,8 @@ Both carry the same groups, so that they can be compared name by name:
 pointwise log-likelihood that enumeration breaks), hence ``az.from_dict``.
 """
 
+from typing import Any
+
 import arviz as az
 import jax
 import numpy as np
@@ -24,6 +26,7 @@ from em._src.loop.results import EMResult
 from em._src.reporting.information import laplace
 from em._src.reporting.pointwise import pointwise_function
 from em._src.reporting.posterior import posterior_function
+from em._src.typing import Model
 
 LOGLIK = "loglik"  # the variable of the log_likelihood group
 
@@ -72,7 +75,9 @@ def build(posterior: dict, probs: dict, values: dict, loglik, attrs: dict, sampl
     return idata
 
 
-def to_inference_data(model, result: EMResult, *args, priors: bool = True, **kwargs) -> az.InferenceData:
+def to_inference_data(
+    model: Model, result: EMResult, *args: Any, priors: bool = True, **kwargs: Any
+) -> az.InferenceData:
     """An EM fit as InferenceData: θ̂, its standard errors, and the latents' posterior at θ̂.
 
     Args:

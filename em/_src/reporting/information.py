@@ -13,7 +13,7 @@ the information in θ itself.
 """
 
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ from em._src import compilation
 from em._src.kernels import enumeration
 from em._src.reading.derive import checked_params, derive
 from em._src.reading.sites import constrain, unconstrain
+from em._src.typing import Model, ParamsLike
 
 # An eigenvalue of the information at most this share of the largest counts as zero.
 SINGULAR_RTOL = 1e-10
@@ -77,7 +78,7 @@ def objective_function(model, args, kwargs, priors: bool):
     return objective
 
 
-def laplace(model, params: dict, *args, priors: bool = True, **kwargs) -> Laplace:
+def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, **kwargs: Any) -> Laplace:
     """The Laplace approximation at ``params``, usually an ``EMResult.params``.
 
     Args:

@@ -13,6 +13,8 @@ the draws, and works with ``az.loo`` and ``az.waic``.
 the model's own initial value, and do not appear in the posterior group.
 """
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 from numpyro.contrib.funsor import config_enumerate
@@ -22,6 +24,7 @@ from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 from em._src.reading import checks
 from em._src.reading.derive import derive
 from em._src.reporting.inference_data import build, per_draw
+from em._src.typing import Model, ParamsLike, PRNGKey
 
 
 def _check_counts(**counts):
@@ -31,14 +34,14 @@ def _check_counts(**counts):
 
 
 def run_nuts(
-    model,
-    *args,
-    rng_key,
+    model: Model,
+    *args: Any,
+    rng_key: PRNGKey,
     num_warmup: int = 500,
     num_samples: int = 500,
     num_chains: int = 2,
-    init: dict | None = None,
-    **kwargs,
+    init: ParamsLike | None = None,
+    **kwargs: Any,
 ):
     """Sample the posterior of θ with NUTS, the discrete latents enumerated.
 

@@ -11,11 +11,14 @@ latent outside it (shared by several data), has one "datum": the whole data set.
 These are the values ArviZ's LOO and WAIC need, one per datum and draw.
 """
 
-import jax
+from typing import Any
+
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from em._src.kernels import enumeration
 from em._src.reading.derive import evaluator
+from em._src.typing import Model, ParamsLike
 
 
 def data_plate(layout) -> str | None:
@@ -45,7 +48,7 @@ _evaluate = evaluator(_pointwise)
 pointwise_function = _evaluate.function  # (model, args, kwargs) -> (params -> log p(x_i | θ)), to jit or vmap
 
 
-def pointwise_log_likelihood(model, params: dict, *args, **kwargs) -> jax.Array:
+def pointwise_log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Float[Array, " N"]:
     """log p(x_i | θ) for each datum i of the model's data plate.
 
     Args:

@@ -1,5 +1,7 @@
 """p(Z | X, θ) for each discrete latent site, by name, as a user reads it."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -8,6 +10,7 @@ from em._src.loop.results import Posterior
 from em._src.reading.derive import evaluator
 from em._src.reading.numpyro_internals import PREVIOUS_PREFIX, UNOBSERVED, outside_chain
 from em._src.reading.sites import inspect_model, model_trace
+from em._src.typing import Model, ParamsLike
 
 
 def _marginal(weights, factor, latents, batch_shape):
@@ -72,12 +75,20 @@ _evaluate = evaluator(_posterior)
 posterior_function = _evaluate.function  # (model, args, kwargs) -> (params -> Posterior), to jit or vmap
 
 
-def posterior(model, params: dict, *args, **kwargs) -> Posterior:
+def posterior(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Posterior:
     """The posterior of every discrete latent site given the data and ``params``.
 
     ``Posterior.probs[name][..., k]`` is p(name = values[name][k] | X, θ), the E-step's
     responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
     value, datum by datum, and a Markov chain by its most probable path (Viterbi).
     A chain's site has time as its first axis (the scan's).
+
+    Example:
+      >>> import jax.numpy as jnp, em
+      >>> from models import gmm
+      >>> params = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([-2.0, 2.0]), "scales": jnp.ones(2)}
+      >>> post = em.posterior(gmm.univariate, params, jnp.array([-2.1, 0.1, 1.9]), 2)
+      >>> [[round(float(p), 3) for p in row] for row in post.probs["z"]], post.mode()["z"].tolist()
+      ([[1.0, 0.0], [0.401, 0.599], [0.001, 0.999]], [0, 1, 1])
     """
     return _evaluate.call(model, params, *args, **kwargs)
