@@ -54,3 +54,17 @@ CHECKED_FIT_OPTIONS = {
     "sufficient_statistics",
     "m_step",
 }
+
+
+# The slowest files (NUTS runs, the experiments, the README's blocks in fresh interpreters) go
+# first: the two workers take whole files in collection order, and a long file taken last left
+# one worker idle for most of a minute.
+SLOW_FIRST = ("tests/test_experiments.py", "tests/test_readme.py", "tests/em/test_reliability.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
