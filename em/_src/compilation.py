@@ -38,5 +38,4 @@ def jit(fun, **kwargs):
                 raise
             return nested(*args, **call_kwargs)
 
-    call._cache_size = top_level._cache_size
     return call

@@ -42,7 +42,7 @@ def test_a_latent_outside_every_plate_gives_one_datum():
 
 def test_vmaps_over_draws():
     draws = {k: np.stack([v, v[::-1]]) for k, v in PARAMS.items()}
-    at = jax.vmap(em._src.reporting.pointwise.pointwise_function(gmm.univariate, (jnp.asarray(HEIGHTS), 2), {}))
+    at = jax.jit(jax.vmap(lambda theta: em.pointwise_log_likelihood(gmm.univariate, theta, jnp.asarray(HEIGHTS), 2)))
     values = np.asarray(at(draws))
     assert values.shape == (2, len(HEIGHTS))
     np.testing.assert_allclose(values[1], mixture_density(HEIGHTS, {k: v[::-1] for k, v in PARAMS.items()}), rtol=1e-12)

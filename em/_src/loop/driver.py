@@ -369,7 +369,6 @@ def _log_likelihood(model, args, kwargs, params):
 
 
 _evaluate_log_likelihood = evaluator(_log_likelihood)
-log_likelihood_function = _evaluate_log_likelihood.function  # (model, args, kwargs) -> (params -> log p(X | θ))
 
 
 def log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Scalar:

@@ -7,7 +7,6 @@ function) and the arrays passed to it.
 """
 
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -60,15 +59,14 @@ def cast_init(init: dict | None) -> dict:
 
 
 class Evaluator(NamedTuple):
-    """A function of θ on a model's data, two ways (see :func:`evaluator`)."""
+    """A function of θ on a model's data, compiled once per model and shapes (see :func:`evaluator`)."""
 
-    call: Callable  # (model, params, *args, **kwargs) -> value: checked, compiled once per model and shapes
-    function: Callable  # (model, args, kwargs) -> (params -> value): pure, to jit or vmap over many θ
+    call: Callable  # (model, params, *args, **kwargs) -> value, θ checked first
+    compiled: Callable  # (model, args, kwargs, params) -> value, θ unchecked (draws with a leading axis, say)
 
 
 def evaluator(kernel) -> Evaluator:
-    """ "Evaluate at θ", written once: ``kernel(model, args, kwargs, params)`` (traced)
-    as a checked, compiled call and as a pure function of θ."""
+    """Evaluate at θ, written once: ``kernel(model, args, kwargs, params)`` (traced), compiled."""
 
     def on_arrays(model, static, dynamic, params):
         args, kwargs = arguments.join(static, dynamic)
@@ -80,8 +78,8 @@ def evaluator(kernel) -> Evaluator:
         derived = derive(model, args, kwargs)
         return compiled(model, derived.static, derived.dynamic, checked_params(derived, params))
 
-    def function(model, args, kwargs):
+    def unchecked(model, args, kwargs, params):
         static, dynamic = arguments.split(*arguments.normalise(args, kwargs))
-        return partial(on_arrays, model, static, dynamic)
+        return compiled(model, static, dynamic, params)
 
-    return Evaluator(call, function)
+    return Evaluator(call, unchecked)

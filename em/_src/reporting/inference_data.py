@@ -21,14 +21,26 @@ import jax
 import numpy as np
 import xarray as xr
 
-from em._src import compilation
 from em._src.loop.results import EMResult
+from em._src.reading.derive import evaluator
 from em._src.reporting.information import laplace
-from em._src.reporting.pointwise import pointwise_function
-from em._src.reporting.posterior import posterior_function
+from em._src.reporting.pointwise import log_p_per_datum
+from em._src.reporting.posterior import latent_posterior
 from em._src.typing import Model
 
 LOGLIK = "loglik"  # the variable of the log_likelihood group
+
+
+def _both_at_every_draw(model, args, kwargs, draws):
+    # One vmap over every draw (memory: draws × data × values). Not lax.map in batches:
+    # with jaxlib 0.10 on 2 CPU cores, batched LAPACK calls (the Cholesky factors of a
+    # full-covariance mixture) inside lax.map's scan deadlocked in ParallelBatchMap.
+    return jax.vmap(
+        lambda theta: (latent_posterior(model, args, kwargs, theta), log_p_per_datum(model, args, kwargs, theta))
+    )(draws)
+
+
+_at_every_draw = evaluator(_both_at_every_draw)  # compiled once per model and shapes
 
 
 def per_draw(model, draws: dict, args, kwargs):
@@ -42,13 +54,7 @@ def per_draw(model, draws: dict, args, kwargs):
       ``(probs, values, loglik)``: probs by latent name (S, *batch, K), the support
       values by name, and loglik (S, N).
     """
-    posterior_at = posterior_function(model, args, kwargs)
-    pointwise_at = pointwise_function(model, args, kwargs)
-    # One vmap over every draw (memory: draws × data × values). Not lax.map in batches:
-    # with jaxlib 0.10 on 2 CPU cores, batched LAPACK calls (the Cholesky factors of a
-    # full-covariance mixture) inside lax.map's scan deadlocked in ParallelBatchMap.
-    both = compilation.jit(jax.vmap(lambda theta: (posterior_at(theta), pointwise_at(theta))))
-    posteriors, loglik = both(draws)
+    posteriors, loglik = _at_every_draw.compiled(model, args, kwargs, draws)
     values = {k: np.asarray(v[0]) for k, v in posteriors.values.items()}
     return {k: np.asarray(v) for k, v in posteriors.probs.items()}, values, np.asarray(loglik)
 

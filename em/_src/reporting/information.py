@@ -23,8 +23,9 @@ from jax.scipy.stats import norm
 
 from em._src import compilation
 from em._src.kernels import enumeration
+from em._src.reading import arguments
 from em._src.reading.derive import checked_params, derive
-from em._src.reading.sites import constrain, unconstrain
+from em._src.reading.sites import constrain, inspect_model, model_trace, unconstrain
 from em._src.typing import Model, ParamsLike
 
 # An eigenvalue of the information at most this share of the largest counts as zero.
@@ -67,15 +68,31 @@ def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
     return estimate - z * std_error, estimate + z * std_error
 
 
-def objective_function(model, args, kwargs, priors: bool):
-    """``params -> log p(X | θ) (+ log p(θ))``, the latents summed out: what EM maximises."""
+def _objective(model, args, kwargs, params, priors: bool):
+    """log p(X | θ) (+ log p(θ)), the latents summed out: what EM maximises."""
+    sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
+    value = enumeration.contract(layout, log_probs)
+    return value + enumeration.log_prior(trace, sites) if priors else value
 
-    def objective(params):
-        sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
-        value = enumeration.contract(layout, log_probs)
-        return value + enumeration.log_prior(trace, sites) if priors else value
 
-    return objective
+def _curvature(model, static, priors: bool, dynamic, unconstrained: dict):
+    """-∇²ℓ over the flat unconstrained parameters u, and ∂θ/∂u at u and at u = 0 (the
+    centre of every support), as one compiled program per model and shapes."""
+    args, kwargs = arguments.join(static, dynamic)
+    sites = inspect_model(model_trace(model, args, kwargs))
+    flat_u, unravel_u = ravel_pytree(unconstrained)
+
+    def theta_of(v):
+        return ravel_pytree(constrain(sites, unravel_u(v)))[0]
+
+    def objective(v):
+        return _objective(model, args, kwargs, constrain(sites, unravel_u(v)), priors)
+
+    information = -jax.hessian(objective)(flat_u)
+    return information, jax.jacobian(theta_of)(flat_u), jax.jacobian(theta_of)(jnp.zeros_like(flat_u))
+
+
+_curvature_compiled = compilation.jit(_curvature, static_argnums=(0, 1, 2))
 
 
 def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, **kwargs: Any) -> Laplace:
@@ -99,15 +116,12 @@ def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, *
     derived = derive(model, args, kwargs)
     sites = derived.sites
     params = checked_params(derived, params)
-    objective = objective_function(model, args, kwargs, priors)
-    flat_u, unravel_u = ravel_pytree(unconstrain(sites, params))
+    unconstrained = unconstrain(sites, params)
+    flat_u, _ = ravel_pytree(unconstrained)
     flat_theta, unravel_theta = ravel_pytree(params)
-
-    def theta_of(v):
-        return ravel_pytree(constrain(sites, unravel_u(v)))[0]
-
-    information = -compilation.jit(jax.hessian(lambda v: objective(constrain(sites, unravel_u(v)))))(flat_u)
-    jacobian = jax.jacobian(theta_of)(flat_u)
+    information, jacobian, centre = _curvature_compiled(
+        model, derived.static, bool(priors), derived.dynamic, unconstrained
+    )
     u_owner = _owners(unconstrain(sites, params))
     theta_owner = _owners(params)
 
@@ -133,7 +147,7 @@ def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, *
             "their standard errors are set to NaN.",
             stacklevel=2,
         )
-    centre = np.asarray(jax.jacobian(theta_of)(jnp.zeros_like(flat_u)))
+    centre = np.asarray(centre)
     slope, slope_centre = np.linalg.norm(np.asarray(jacobian), axis=1), np.linalg.norm(centre, axis=1)
     on_boundary = (slope_centre > 0) & (slope <= BOUNDARY_RTOL * slope_centre)
     if np.any(on_boundary):

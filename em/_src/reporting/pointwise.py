@@ -39,13 +39,13 @@ def data_plate(layout) -> str | None:
     return plate
 
 
-def _pointwise(model, args, kwargs, params):
+def log_p_per_datum(model, args, kwargs, params):
+    """log p(x_i | θ) per datum of the data plate (traced; see :func:`pointwise_log_likelihood`)."""
     _, _, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
     return jnp.reshape(enumeration.contract(layout, log_probs, keep=data_plate(layout)), (-1,))
 
 
-_evaluate = evaluator(_pointwise)
-pointwise_function = _evaluate.function  # (model, args, kwargs) -> (params -> log p(x_i | θ)), to jit or vmap
+_evaluate = evaluator(log_p_per_datum)
 
 
 def pointwise_log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Float[Array, " N"]:

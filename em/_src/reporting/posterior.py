@@ -49,7 +49,8 @@ def _per_site(weights, layout, latents, plain) -> dict:
     return {name: jnp.concatenate(p) if len(p) > 1 else p[0] for name, p in parts.items()}
 
 
-def _posterior(model, args, kwargs, params) -> Posterior:
+def latent_posterior(model, args, kwargs, params) -> Posterior:
+    """p(Z | X, θ) site by site (traced; see :func:`posterior`)."""
     plain = model_trace(model, args, kwargs)
     sites = inspect_model(plain)
     trace = enumeration.enumerated_trace(model, sites, params, args, kwargs)
@@ -71,8 +72,7 @@ def _posterior(model, args, kwargs, params) -> Posterior:
     return Posterior(_per_site(weights, layout, latents, plain), values, path)
 
 
-_evaluate = evaluator(_posterior)
-posterior_function = _evaluate.function  # (model, args, kwargs) -> (params -> Posterior), to jit or vmap
+_evaluate = evaluator(latent_posterior)
 
 
 def posterior(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Posterior:
