@@ -14,7 +14,7 @@ The reporting functions (:func:`compare`, :func:`to_inference_data`,
 import importlib
 
 from em._src.loop.algorithm import EMAlgorithm, EMInfo, EMState, algorithm
-from em._src.loop.driver import EMNumericalError, EMWarning, fit, log_likelihood
+from em._src.loop.driver import ConvergenceWarning, EMNumericalError, EMWarning, fit, log_likelihood
 from em._src.loop.mstep import MStepInfo, Newton, OptaxMStep, newton, optax_m_step
 from em._src.loop.results import EMResult, Posterior
 from em._src.reporting.information import Laplace, laplace
@@ -44,6 +44,7 @@ def __dir__():
 
 __all__ = (
     "Comparison",
+    "ConvergenceWarning",
     "EMAlgorithm",
     "EMInfo",
     "EMNumericalError",

@@ -54,6 +54,7 @@ class _Loop(NamedTuple):
     converged: jax.Array
     history: jax.Array
     num_capped: jax.Array  # M-steps stopped at their step cap
+    remaining: jax.Array  # Aitken's estimate of the gain still to come
 
 
 class _Checks(NamedTuple):
@@ -90,16 +91,32 @@ def _relative_variances(trace, sites) -> dict:
     return ratios
 
 
-def _stop(change, last_change, objective, tol):
-    """Whether EM has converged: the objective changed by at most ``tol · |ℓ|``, and so
-    would the rest of the way to its limit, estimated from the ratio r of the last two
-    changes as a geometric series (Aitken): change · r / (1 - r). Changes that grow
-    (r ≥ 1) are EM leaving a saddle, never converged; changes at ℓ's rounding are."""
+def _remaining_gain(change, last_change):
+    """Aitken's estimate of ℓ_∞ - ℓ_t (Böhning et al. 1994; McNicholas et al. 2010): the
+    changes as a geometric series of ratio r = change / last_change, so change · r / (1 - r).
+    Changes that grow (r ≥ 1: EM leaving a saddle) leave inf; alternating ones (r < 0), 0."""
     rate = change / last_change
-    remaining = jnp.where((rate >= 0) & (rate < 1), change * rate / (1 - rate), jnp.where(rate >= 1, jnp.inf, 0.0))
+    return jnp.where((rate >= 0) & (rate < 1), change * rate / (1 - rate), jnp.where(rate >= 1, jnp.inf, 0.0))
+
+
+def _stop(change, remaining, objective, tol):
+    """The objective's rule: it changed by at most ``tol · |ℓ|``, and so would the rest of the
+    way to its limit (:func:`_remaining_gain`); changes at ℓ's rounding stop it too."""
     bound = tol * jnp.abs(objective)
     rounding = jnp.abs(change) <= 16 * jnp.finfo(jnp.result_type(objective)).eps * jnp.abs(objective)
     return (jnp.abs(change) <= bound) & ((jnp.abs(remaining) <= bound) | rounding)
+
+
+def _largest_parameter_change(old: dict, new: dict):
+    """max_i |u'_i - u_i| / (1 + |u_i|) over every unconstrained parameter."""
+    changes = [jnp.max(jnp.abs(new[k] - u) / (1 + jnp.abs(u)), initial=0.0) for k, u in old.items()]
+    return jnp.max(jnp.stack(changes))
+
+
+def _converged(objective_met, parameters_met, tol, param_tol):
+    """Every active rule met: the objective's when tol > 0, the parameters' when param_tol > 0."""
+    active = (tol > 0) | (param_tol > 0)
+    return active & (objective_met | ~(tol > 0)) & (parameters_met | ~(param_tol > 0))
 
 
 def _coincident_values(layout, log_probs) -> dict:
@@ -132,7 +149,7 @@ def _failed(info: EMInfo):
     return ~jnp.all(jnp.stack(list(info.finite.values())))
 
 
-def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol):
+def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol):
     em = kernel(config.setup, dynamic)
 
     def cond(s: _Loop):
@@ -140,17 +157,19 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol):
 
     def body(s: _Loop) -> _Loop:
         state, info = em.advance(s.state)
-        stops = _stop(state.change, s.state.change, s.state.objective, tol)
-        converged = (tol > 0) & (s.state.iteration >= 0) & stops
+        remaining = _remaining_gain(state.change, s.state.change)
+        objective_met = _stop(state.change, remaining, s.state.objective, tol)
+        parameters_met = _largest_parameter_change(s.state.unconstrained, state.unconstrained) <= param_tol
+        converged = (s.state.iteration >= 0) & _converged(objective_met, parameters_met, tol, param_tol)
         history = s.history.at[state.iteration].set(state.objective)
-        return _Loop(state, info, converged, history, s.num_capped + info.m_step.capped)
+        return _Loop(state, info, converged, history, s.num_capped + info.m_step.capped, remaining)
 
     def run(key):
         state = em.before_start(key, init)
         dtype = jnp.result_type(float)
         info = EMInfo(MStepInfo.none(dtype), finite_flags(state.unconstrained, state.summaries, state.objective))
         history = jnp.full(config.history_size, jnp.nan, dtype)
-        start = _Loop(state, info, jnp.zeros((), bool), history, jnp.zeros((), jnp.int32))
+        start = _Loop(state, info, jnp.zeros((), bool), history, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan, dtype))
         final = jax.lax.while_loop(cond, body, start)
         failed = _failed(final.info)
         reason = jnp.where(failed, STOP_REASONS.index("non-finite"), jnp.where(final.converged, 0, 1))
@@ -165,6 +184,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol):
             stop_code=reason.astype(jnp.int32),
             m_step=final.info.m_step,
             num_capped_m_steps=final.num_capped,
+            objective_limit=final.state.objective + final.remaining,
         )
         return result, final.info.finite, failed
 
@@ -194,6 +214,10 @@ class EMWarning(UserWarning):
     restarts that failed numerically."""
 
 
+class ConvergenceWarning(EMWarning):
+    """EM stopped at ``max_iter`` before its stopping rule was met."""
+
+
 # A fitted variance below this share of the data's (or below the float's epsilon, if
 # larger) is a component collapsed onto points or a line.
 COLLAPSE_RTOL = 1e-10
@@ -203,8 +227,19 @@ def _bad_sites(finite: dict) -> list:
     return [name for name, ok in finite.items() if not ok]
 
 
-def _report(checks: _Checks, result: EMResult, sites, num_restarts: int):
+def _report(checks: _Checks, result: EMResult, sites, num_restarts: int, stopping: bool):
     """Raise or warn, naming sites, on what the compiled fit found (see :class:`_Checks`)."""
+    if stopping and result.stopped_because == "max_iter":
+        history = np.asarray(result.history)
+        last = history[int(result.num_iter)] - history[int(result.num_iter) - 1] if int(result.num_iter) > 0 else np.nan
+        warnings.warn(
+            f"EM reached max_iter={int(result.num_iter)} before its stopping rule was met: the objective's last "
+            f"change was {last:.3g}, and Aitken's estimate of the gain still to come is "
+            f"{float(result.objective_limit - result.objective):.3g}. Raise max_iter, or pass tol=0 to run exactly "
+            "max_iter iterations.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     failed = np.asarray(checks.failed)
     if failed.any():
         first = int(np.argmax(failed))
@@ -265,6 +300,7 @@ def fit(
     init: ParamsLike | None = None,
     max_iter: int = 1000,
     tol: float | None = None,
+    param_tol: float | None = None,
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
@@ -295,6 +331,11 @@ def fit(
         remaining gain estimated from the last two changes is as small (see
         :func:`_stop`); ``tol=0`` runs exactly ``max_iter`` iterations. Default: 1e-8
         in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ).
+      param_tol: also require the largest change of the parameters in the unconstrained
+        space, |u_t - u_{t-1}| / (1 + |u_{t-1}|), to be at most ``param_tol`` (None: no
+        parameter rule). With both, EM stops once both rules are met; with ``tol=0``,
+        on the parameters' rule alone. An objective rule cannot give parameter
+        precision: near the optimum the objective's change is quadratic in the distance.
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -341,7 +382,7 @@ def fit(
     """
     if tol is None:
         tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
-    checks.check_options(max_iter, tol, num_restarts)
+    checks.check_options(max_iter, tol, num_restarts, 0.0 if param_tol is None else param_tol)
     m_step = check_m_step(m_step)
     init = cast_init(init)
     derived = derive(model, args, kwargs, fitting=True)
@@ -350,7 +391,8 @@ def fit(
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
     setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
     config = _Config(setup, int(num_restarts), _history_size(max_iter))
-    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, jnp.result_type(float)))
+    dtype = jnp.result_type(float)
+    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol or 0.0, dtype))
     result, found = _fit_compiled(config, derived.dynamic, init, rng_key, *traced)
     history = result.history
     # sliced on the host where it can be: slicing on the device compiles a program per length
@@ -359,7 +401,7 @@ def fit(
     )
     result = result._replace(history=history)
     if derived.concrete and checks.is_concrete(init, result):
-        _report(found, result, derived.sites, num_restarts)
+        _report(found, result, derived.sites, num_restarts, stopping=tol > 0 or bool(param_tol))
     return result
 
 

@@ -31,6 +31,9 @@ class EMResult(NamedTuple):
         last step began, whether it stopped at its step cap).
       num_capped_m_steps: how many M-steps stopped at their step cap instead of their
         tolerance (each still raised Q, so EM stayed monotone).
+      objective_limit: Aitken's estimate of the objective's limit, objective + change · r /
+        (1 - r) with r the ratio of the last two changes (inf while the changes grow; NaN
+        before two iterations): how far the fit may still be from where EM is going.
     """
 
     params: dict
@@ -43,6 +46,7 @@ class EMResult(NamedTuple):
     stop_code: jax.Array = 0
     m_step: MStepInfo | None = None
     num_capped_m_steps: jax.Array = 0
+    objective_limit: jax.Array = jnp.nan
 
     @property
     def stopped_because(self) -> str:

@@ -19,11 +19,12 @@ def is_concrete(*trees) -> bool:
     return not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(trees))
 
 
-def check_options(max_iter, tol, num_restarts):
+def check_options(max_iter, tol, num_restarts, param_tol=0.0):
     if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}.")
-    if not isinstance(tol, numbers.Real) or isinstance(tol, bool) or not np.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+    for name, value in (("tol", tol), ("param_tol", param_tol)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     if not isinstance(num_restarts, (int, np.integer)) or num_restarts < 1:
         raise ValueError(f"num_restarts must be a positive integer, got {num_restarts!r}.")
 
