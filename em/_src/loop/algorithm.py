@@ -95,6 +95,7 @@ class Kernel(NamedTuple):
     trace_at: Callable  # params -> the enumerated trace
     before_start: Callable  # (rng_key, init) -> EMState at iteration -1
     advance: Callable  # EMState -> (EMState, EMInfo)
+    at: Callable  # (EMState, unconstrained) -> the state moved there (its E-step), for extrapolation
 
 
 def _all_finite(tree) -> jax.Array:
@@ -163,7 +164,18 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         new = EMState(params, u, e.summaries, e.log_likelihood, objective, state.iteration + 1, change, state.fixed)
         return new, EMInfo(m_info, finite_flags(u, e.summaries, objective))
 
-    return Kernel(sites, trace_at, before_start, advance)
+    def at(state: EMState, u: dict) -> EMState:
+        params = constrain(sites, u)
+        e = e_step(params)
+        return state._replace(
+            params=params,
+            unconstrained=u,
+            summaries=e.summaries,
+            log_likelihood=e.log_likelihood,
+            objective=objective_of(e),
+        )
+
+    return Kernel(sites, trace_at, before_start, advance, at)
 
 
 def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:

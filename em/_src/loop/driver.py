@@ -18,6 +18,7 @@ from numpyro import distributions as dist
 
 from em._src import compilation
 from em._src.kernels import enumeration
+from em._src.loop import squarem
 from em._src.loop.algorithm import EMInfo, EMState, Setup, finite_flags, kernel
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.results import STOP_REASONS, EMResult
@@ -40,6 +41,7 @@ class _Config(NamedTuple):
     setup: Setup
     num_restarts: int
     history_size: int  # the history buffer's length: max_iter + 1 rounded up, so max_iter stays traced
+    accelerate: str | None  # "squarem" or None
 
 
 def _history_size(max_iter: int) -> int:
@@ -55,6 +57,8 @@ class _Loop(NamedTuple):
     history: jax.Array
     num_capped: jax.Array  # M-steps stopped at their step cap
     remaining: jax.Array  # Aitken's estimate of the gain still to come
+    last_change: jax.Array  # the objective's change between the last two accepted iterates
+    acceleration: squarem.Squarem | None
 
 
 class _Checks(NamedTuple):
@@ -156,20 +160,35 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         return (s.state.iteration < max_iter) & ~s.converged & ~_failed(s.info)
 
     def body(s: _Loop) -> _Loop:
-        state, info = em.advance(s.state)
-        remaining = _remaining_gain(state.change, s.state.change)
-        objective_met = _stop(state.change, remaining, s.state.objective, tol)
-        parameters_met = _largest_parameter_change(s.state.unconstrained, state.unconstrained) <= param_tol
-        converged = (s.state.iteration >= 0) & _converged(objective_met, parameters_met, tol, param_tol)
-        history = s.history.at[state.iteration].set(state.objective)
-        return _Loop(state, info, converged, history, s.num_capped + info.m_step.capped, remaining)
+        new, info = em.advance(s.state)
+        if config.accelerate:
+            state, acceleration, ended = squarem.after_step(s.acceleration, new, em.at)
+            previous, started = s.acceleration.start, s.acceleration.phase != squarem.START  # last accepted
+            info = info._replace(finite=finite_flags(state.unconstrained, state.summaries, state.objective))
+            # while a jump waits for its stabilising step, the history shows θ_2, the fallback
+            waiting = acceleration.phase == squarem.STABILISE
+            shown = jnp.where(waiting, acceleration.fallback.objective, state.objective)
+        else:
+            state, acceleration, ended = new, None, jnp.asarray(True)
+            previous, started, shown = s.state, s.state.iteration >= 0, new.objective
+        change = state.objective - previous.objective
+        remaining = jnp.where(ended, _remaining_gain(change, s.last_change), s.remaining)
+        objective_met = _stop(change, remaining, previous.objective, tol)
+        parameters_met = _largest_parameter_change(previous.unconstrained, state.unconstrained) <= param_tol
+        converged = ended & started & _converged(objective_met, parameters_met, tol, param_tol)
+        last_change = jnp.where(ended & started, change, s.last_change)
+        history = s.history.at[state.iteration].set(shown)
+        capped = s.num_capped + info.m_step.capped
+        return _Loop(state, info, converged, history, capped, remaining, last_change, acceleration)
 
     def run(key):
         state = em.before_start(key, init)
         dtype = jnp.result_type(float)
         info = EMInfo(MStepInfo.none(dtype), finite_flags(state.unconstrained, state.summaries, state.objective))
         history = jnp.full(config.history_size, jnp.nan, dtype)
-        start = _Loop(state, info, jnp.zeros((), bool), history, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan, dtype))
+        acceleration = squarem.initial(state) if config.accelerate else None
+        nothing, never = jnp.full((), jnp.nan, dtype), jnp.full((), jnp.inf, dtype)
+        start = _Loop(state, info, jnp.zeros((), bool), history, jnp.zeros((), jnp.int32), nothing, never, acceleration)
         final = jax.lax.while_loop(cond, body, start)
         failed = _failed(final.info)
         reason = jnp.where(failed, STOP_REASONS.index("non-finite"), jnp.where(final.converged, 0, 1))
@@ -301,6 +320,7 @@ def fit(
     max_iter: int = 1000,
     tol: float | None = None,
     param_tol: float | None = None,
+    accelerate: str | None = None,
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
@@ -336,6 +356,9 @@ def fit(
         parameter rule). With both, EM stops once both rules are met; with ``tol=0``,
         on the parameters' rule alone. An objective rule cannot give parameter
         precision: near the optimum the objective's change is quadratic in the distance.
+      accelerate: ``"squarem"`` extrapolates every two EM steps (SQUAREM, see
+        :mod:`em._src.loop.squarem`), accepting a cycle only where the objective does
+        not fall; the rules then compare accepted iterates. None: plain EM.
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -390,7 +413,9 @@ def fit(
     if num_restarts > 1 and len(init) == len(derived.sites.params):
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
     setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
-    config = _Config(setup, int(num_restarts), _history_size(max_iter))
+    if accelerate not in (None, "squarem"):
+        raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
+    config = _Config(setup, int(num_restarts), _history_size(max_iter), accelerate)
     dtype = jnp.result_type(float)
     traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol or 0.0, dtype))
     result, found = _fit_compiled(config, derived.dynamic, init, rng_key, *traced)
