@@ -24,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import em  # noqa: E402
-from models import faithful, gmm, heights, hmm  # noqa: E402
+from models import casino, coins, faithful, gmm, heights, hmm, linkage  # noqa: E402
 
 DEATHS = np.repeat(np.arange(10), [162, 267, 271, 185, 111, 61, 27, 8, 3, 1])  # Hasselblad (1969)
 
@@ -72,6 +72,17 @@ def cases():
                 "locs": x[jnp.array([0, 1])],
                 "scales": jnp.ones((2, 2)) * jnp.std(x, axis=0),
                 "corr_tril": jnp.broadcast_to(jnp.eye(2), (2, 2, 2)),
+            },
+        ),
+        "two coins (Do and Batzoglou)": (coins.two_coins, (coins.HEADS,), {"bias": jnp.array([0.6, 0.5])}),
+        "genetic linkage (DLR 1977)": (linkage.genetic_linkage, (linkage.COUNTS,), {"theta": 0.5}),
+        "casino HMM, 300 rolls": (
+            hmm.categorical,
+            (jnp.asarray(casino.load_rolls()[0])[None], 2, casino.NUM_FACES),
+            {
+                "initial": jnp.array([0.5, 0.5]),
+                "transition": jnp.array([[0.9, 0.1], [0.1, 0.9]]),
+                "emission_probs": jnp.array([[1 / 6] * 6, [0.15] * 5 + [0.25]]),
             },
         ),
         "gaussian HMM, K = 4, T = 2000": (
