@@ -29,6 +29,8 @@ from em._src.reading.numpyro_internals import outside_chain
 from em._src.typing import Model, ParamsLike, PRNGKey, Scalar
 
 DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
+# largest change of the unconstrained parameters relative to 1 + their size, by float width
+DEFAULT_PARAM_TOL = {64: 1e-8, 32: 1e-5}
 
 
 class EMNumericalError(FloatingPointError):
@@ -320,7 +322,7 @@ def fit(
     max_iter: int = 1000,
     tol: float | None = None,
     param_tol: float | None = None,
-    accelerate: str | None = None,
+    accelerate: str | None = "auto",
     num_restarts: int = 1,
     priors: bool = True,
     sufficient_statistics: bool = True,
@@ -350,15 +352,19 @@ def fit(
       tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective, and the
         remaining gain estimated from the last two changes is as small (see
         :func:`_stop`); ``tol=0`` runs exactly ``max_iter`` iterations. Default: 1e-8
-        in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ).
+        in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ), with
+        ``param_tol`` 1e-8 (float64) or 1e-5 (float32) beside it.
       param_tol: also require the largest change of the parameters in the unconstrained
-        space, |u_t - u_{t-1}| / (1 + |u_{t-1}|), to be at most ``param_tol`` (None: no
-        parameter rule). With both, EM stops once both rules are met; with ``tol=0``,
-        on the parameters' rule alone. An objective rule cannot give parameter
-        precision: near the optimum the objective's change is quadratic in the distance.
+        space, |u_t - u_{t-1}| / (1 + |u_{t-1}|), to be at most ``param_tol``. With both
+        rules, EM stops once both are met; with ``tol=0``, on the parameters' rule alone.
+        An objective rule cannot give parameter precision: near the optimum the
+        objective's change is quadratic in the distance. None: the default's beside the
+        default ``tol``, none beside a ``tol`` given.
       accelerate: ``"squarem"`` extrapolates every two EM steps (SQUAREM, see
         :mod:`em._src.loop.squarem`), accepting a cycle only where the objective does
-        not fall; the rules then compare accepted iterates. None: plain EM.
+        not fall; the rules then compare accepted iterates. None: plain EM steps.
+        ``"auto"`` (the default): SQUAREM when a stopping rule decides, plain EM when
+        ``tol=0`` without ``param_tol`` asks for exactly ``max_iter`` EM steps.
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -403,9 +409,16 @@ def fit(
       >>> round(float(em.log_likelihood(mixture, result.params, x)), 2)
       -9.72
     """
-    if tol is None:
-        tol = DEFAULT_TOL[jnp.finfo(jnp.result_type(float)).bits]
-    checks.check_options(max_iter, tol, num_restarts, 0.0 if param_tol is None else param_tol)
+    bits = jnp.finfo(jnp.result_type(float)).bits
+    if tol is None:  # the default rules: the objective's and the parameters'
+        tol = DEFAULT_TOL[bits]
+        param_tol = DEFAULT_PARAM_TOL[bits] if param_tol is None else param_tol
+    param_tol = 0.0 if param_tol is None else param_tol
+    checks.check_options(max_iter, tol, num_restarts, param_tol)
+    if accelerate not in ("auto", "squarem", None):
+        raise ValueError(f"accelerate must be 'auto', 'squarem' or None, got {accelerate!r}.")
+    if accelerate == "auto":  # plain EM steps where the user asked for exactly max_iter of them
+        accelerate = "squarem" if tol > 0 or param_tol > 0 else None
     m_step = check_m_step(m_step)
     init = cast_init(init)
     derived = derive(model, args, kwargs, fitting=True)
@@ -413,11 +426,9 @@ def fit(
     if num_restarts > 1 and len(init) == len(derived.sites.params):
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
     setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
-    if accelerate not in (None, "squarem"):
-        raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}.")
     config = _Config(setup, int(num_restarts), _history_size(max_iter), accelerate)
     dtype = jnp.result_type(float)
-    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol or 0.0, dtype))
+    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol, dtype))
     result, found = _fit_compiled(config, derived.dynamic, init, rng_key, *traced)
     history = result.history
     # sliced on the host where it can be: slicing on the device compiles a program per length
@@ -426,7 +437,7 @@ def fit(
     )
     result = result._replace(history=history)
     if derived.concrete and checks.is_concrete(init, result):
-        _report(found, result, derived.sites, num_restarts, stopping=tol > 0 or bool(param_tol))
+        _report(found, result, derived.sites, num_restarts, stopping=tol > 0 or param_tol > 0)
     return result
 
 
