@@ -94,8 +94,7 @@ class Kernel(NamedTuple):
     sites: ModelSites
     trace_at: Callable  # params -> the enumerated trace
     before_start: Callable  # (rng_key, init) -> EMState at iteration -1
-    advance: Callable  # EMState -> (EMState, EMInfo)
-    at: Callable  # (EMState, unconstrained) -> the state moved there (its E-step), for extrapolation
+    advance: Callable  # (EMState, jump=None) -> (EMState, EMInfo)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -144,9 +143,13 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         iteration = -jnp.ones((), jnp.int32)
         return EMState(constrain(sites, u), u, summaries, zero, zero, iteration, jnp.full((), jnp.inf), fixed)
 
-    def advance(state: EMState) -> tuple[EMState, EMInfo]:
+    def advance(state: EMState, jump=None) -> tuple[EMState, EMInfo]:
+        """One EM step; with ``jump = (flag, u)`` and the flag set, the E-step at u instead
+        (no M-step, the iteration not counted): an accelerator's extrapolated point,
+        through the step's own compiled E-step."""
         starting = state.iteration < 0
-        skip = starting & jnp.all(jnp.stack(list(state.fixed.values())))
+        jumping, target = jump if jump is not None else (jnp.asarray(False), state.unconstrained)
+        skip = (starting & jnp.all(jnp.stack(list(state.fixed.values())))) | jumping
 
         def m_step():
             return setup.m_step(lambda v: q(constrain(sites, v), state.summaries), state.unconstrained)
@@ -157,25 +160,16 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         u, m_info = jax.lax.cond(skip, unchanged, m_step)
         # After the start's M-step, the sites that init fixes take their given values.
         u = {k: jnp.where(starting & state.fixed[k], state.unconstrained[k], v) for k, v in u.items()}
+        u = {k: jnp.where(jumping, target[k], v) for k, v in u.items()}
         params = constrain(sites, u)
         e = e_step(params)
         objective = objective_of(e)
         change = jnp.where(starting, jnp.inf, objective - state.objective)
-        new = EMState(params, u, e.summaries, e.log_likelihood, objective, state.iteration + 1, change, state.fixed)
+        iteration = state.iteration + jnp.where(jumping, 0, 1).astype(state.iteration.dtype)
+        new = EMState(params, u, e.summaries, e.log_likelihood, objective, iteration, change, state.fixed)
         return new, EMInfo(m_info, finite_flags(u, e.summaries, objective))
 
-    def at(state: EMState, u: dict) -> EMState:
-        params = constrain(sites, u)
-        e = e_step(params)
-        return state._replace(
-            params=params,
-            unconstrained=u,
-            summaries=e.summaries,
-            log_likelihood=e.log_likelihood,
-            objective=objective_of(e),
-        )
-
-    return Kernel(sites, trace_at, before_start, advance, at)
+    return Kernel(sites, trace_at, before_start, advance)
 
 
 def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:

@@ -162,9 +162,9 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         return (s.state.iteration < max_iter) & ~s.converged & ~_failed(s.info)
 
     def body(s: _Loop) -> _Loop:
-        new, info = em.advance(s.state)
+        new, info = em.advance(s.state, squarem.jump(s.acceleration) if config.accelerate else None)
         if config.accelerate:
-            state, acceleration, ended = squarem.after_step(s.acceleration, new, em.at)
+            state, acceleration, ended = squarem.after_step(s.acceleration, new)
             previous, started = s.acceleration.start, s.acceleration.phase != squarem.START  # last accepted
             info = info._replace(finite=finite_flags(state.unconstrained, state.summaries, state.objective))
             # while a jump waits for its stabilising step, the history shows θ_2, the fallback
@@ -363,8 +363,8 @@ def fit(
       accelerate: ``"squarem"`` extrapolates every two EM steps (SQUAREM, see
         :mod:`em._src.loop.squarem`), accepting a cycle only where the objective does
         not fall; the rules then compare accepted iterates. None: plain EM steps.
-        ``"auto"`` (the default): SQUAREM when a stopping rule decides, plain EM when
-        ``tol=0`` without ``param_tol`` asks for exactly ``max_iter`` EM steps.
+        ``"auto"`` (the default): SQUAREM where the parameters' rule is active (as by
+        default), plain EM otherwise (``tol=0`` alone runs exactly ``max_iter`` EM steps).
       num_restarts: with more than one, the fit runs (vmapped) from the random starts
         of ``jax.random.split(rng_key, num_restarts)`` and returns the one with the
         highest objective.
@@ -417,8 +417,10 @@ def fit(
     checks.check_options(max_iter, tol, num_restarts, param_tol)
     if accelerate not in ("auto", "squarem", None):
         raise ValueError(f"accelerate must be 'auto', 'squarem' or None, got {accelerate!r}.")
-    if accelerate == "auto":  # plain EM steps where the user asked for exactly max_iter of them
-        accelerate = "squarem" if tol > 0 or param_tol > 0 else None
+    if accelerate == "auto":
+        # SQUAREM where the parameters' rule decides: the objective's alone, compared between
+        # cycles, stopped it 1e-3 nats short on Hasselblad's mixture (plain EM: 2e-5)
+        accelerate = "squarem" if param_tol > 0 else None
     m_step = check_m_step(m_step)
     init = cast_init(init)
     derived = derive(model, args, kwargs, fitting=True)
