@@ -50,7 +50,8 @@ class EMResult(NamedTuple):
 
     @property
     def stopped_because(self) -> str:
-        """Why the loop stopped: "converged", "max_iter" or "non-finite" (a restart's value)."""
+        """Why the loop stopped: "converged", "max_iter" or "non-finite" (a restart's value).
+        For a concrete result; under ``jit`` or ``vmap`` read ``stop_code`` instead."""
         return STOP_REASONS[int(self.stop_code)]
 
 
