@@ -53,6 +53,9 @@ CHECKED_FIT_OPTIONS = {
     "priors",
     "sufficient_statistics",
     "m_step",
+    "param_tol",
+    "accelerate",
+    "short_runs",
 }
 
 
