@@ -65,8 +65,10 @@ def _select(flag, a, b):
 
 
 def after_step(acc: Squarem, new: EMState) -> tuple[EMState, Squarem, jax.Array]:
-    """The loop's state after the pass that gave ``new``, the accelerator's, and whether a
-    cycle ended there (an accepted iterate: where the stopping rules look)."""
+    """The loop's state after the pass that gave ``new``, the accelerator's, and whether it
+    is an iterate the stopping rules may stop at: θ_1 and θ_2 (plain EM steps from θ_0, so
+    that SQUAREM stops where plain EM would) and each cycle's accepted iterate, never the
+    jump. The rules compare it with θ_0, the last accepted iterate."""
 
     def phase(p):
         return jnp.int32(p)
@@ -75,7 +77,7 @@ def after_step(acc: Squarem, new: EMState) -> tuple[EMState, Squarem, jax.Array]
         return new, acc._replace(phase=phase(FIRST), start=new), jnp.asarray(True)
 
     def first(_):
-        return new, acc._replace(phase=phase(SECOND), first=new.unconstrained), jnp.asarray(False)
+        return new, acc._replace(phase=phase(SECOND), first=new.unconstrained), jnp.asarray(True)
 
     def second(_):
         u0, u1 = acc.start.unconstrained, acc.first
@@ -84,7 +86,7 @@ def after_step(acc: Squarem, new: EMState) -> tuple[EMState, Squarem, jax.Array]
         ratio = jnp.sqrt(_norm_squared(r) / _norm_squared(v))
         step = jnp.clip(jnp.where(jnp.isfinite(ratio), ratio, 1.0), 1.0, acc.step_max)
         target = jax.tree_util.tree_map(lambda a, b, c: a + 2 * step * b + step**2 * c, u0, r, v)
-        return new, acc._replace(phase=phase(JUMP), fallback=new, target=target, step=step), jnp.asarray(False)
+        return new, acc._replace(phase=phase(JUMP), fallback=new, target=target, step=step), jnp.asarray(True)
 
     def jumped(_):
         usable = jnp.isfinite(new.objective)  # else the cycle ends at θ_2
