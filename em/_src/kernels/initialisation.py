@@ -49,16 +49,12 @@ class RandomStream:
 
     Every ``jax.random`` call compiles its own copy of the generator (threefry: about
     70 ms of XLA time each, and a random start made some fifteen), so the start is
-    traced twice: once to count the draws it needs (:meth:`counting`, under
+    traced twice: once without a pool, to count the draws it needs (under
     ``jax.eval_shape``, nothing compiled), then with one pool of that many uniforms.
     """
 
     def __init__(self, pool=None):
         self.pool, self.used = pool, 0
-
-    @classmethod
-    def counting(cls) -> "RandomStream":
-        return cls()
 
     def uniform(self, shape, dtype=None) -> jax.Array:
         """U(0, 1) draws of ``shape``, never exactly 0."""
@@ -80,7 +76,7 @@ class RandomStream:
 
 def with_random_stream(key, function):
     """``function(stream)`` with a :class:`RandomStream` drawn from ``key`` in one call."""
-    counter = RandomStream.counting()
+    counter = RandomStream()  # no pool: counts the draws
     jax.eval_shape(lambda: function(counter))
     pool = jax.random.uniform(key, (max(counter.used, 1),), jnp.result_type(float))
     return function(RandomStream(pool))

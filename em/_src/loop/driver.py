@@ -2,10 +2,11 @@
 
 Each iteration is :mod:`em._src.loop.algorithm`'s step: the M-step on the E-step
 summaries of θ_t, then the E-step at θ_{t+1}, whose objective is recorded in the
-history. The loop stops after ``max_iter`` iterations, once the objective's change
-and the gain still expected are at most ``tol · |ℓ_t|`` (see :func:`_stop`), or on a
-non-finite value (the watchdog). ``max_iter`` and ``tol`` are traced: changing them
-does not compile the fit again.
+history. The loop stops after ``max_iter`` iterations, once its active rules hold (the
+objective's change and the gain still expected at most ``tol · |ℓ_t|``, :func:`_stop`;
+the parameters' change at most ``param_tol``, :func:`_parameters_met`), or on a
+non-finite value (the watchdog). ``max_iter``, ``tol`` and ``param_tol`` are traced:
+changing them does not compile the fit again.
 """
 
 import warnings
@@ -67,7 +68,7 @@ class _Loop(NamedTuple):
 class _Checks(NamedTuple):
     """What the compiled fit reports about itself, for :func:`fit` to raise or warn on."""
 
-    finite: dict  # per restart, as in _LoopState.finite (all True for a healthy fit)
+    finite: dict  # per restart, as in EMInfo.finite (all True for a healthy fit)
     failed: jax.Array  # per restart: stopped on a non-finite value
     failed_at: jax.Array  # per restart: the iteration at which it did
     collapsed: dict  # per continuous observed site of the best fit: cells' variance / data's
@@ -168,6 +169,11 @@ def _failed(info: EMInfo):
     return ~jnp.all(jnp.stack(list(info.finite.values())))
 
 
+def _best_restart(score, result: EMResult, failures):
+    """The restart with the highest score; failed restarts never, unless every one failed."""
+    return jnp.argmax(jnp.where(~failures & jnp.isfinite(result.objective), score, -jnp.inf))
+
+
 def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol):
     em = kernel(config.setup, dynamic)
 
@@ -233,8 +239,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     keys = jax.random.split(rng_key, config.num_restarts)
     if config.short_runs is None:  # every restart to convergence, vmapped
         result, finite, failures = jax.vmap(lambda key: outcome(loop(started(key), max_iter)))(keys)
-        # Failed restarts are never the best, unless every one failed.
-        best = jnp.argmax(jnp.where(~failures & jnp.isfinite(result.objective), result.objective, -jnp.inf))
+        best = _best_restart(result.objective, result, failures)
         best_result = jax.tree_util.tree_map(lambda x: x[best], result)._replace(num_failed=jnp.sum(failures))
         return best_result, _after_fit(em.sites, em.trace_at, best_result, finite, failures, result.num_iter)
     # em-EM (Biernacki, Celeux and Govaert 2003): short runs from every start, vmapped, then
@@ -242,7 +247,7 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     short = jax.vmap(lambda key: loop(started(key), jnp.minimum(max_iter, config.short_runs)))(keys)
     result, finite, failures = jax.vmap(outcome)(short)
     heading = jnp.where(jnp.isfinite(result.objective_limit), result.objective_limit, result.objective)
-    best = jnp.argmax(jnp.where(~failures & jnp.isfinite(result.objective), heading, -jnp.inf))
+    best = _best_restart(heading, result, failures)
     final = loop(jax.tree_util.tree_map(lambda x: x[best], short), max_iter)
     best_result, best_finite, best_failed = outcome(final)
     finite = jax.tree_util.tree_map(lambda f, b: f.at[best].set(b), finite, best_finite)
@@ -388,8 +393,9 @@ def fit(
         :func:`_stop`); ``tol=0`` runs exactly ``max_iter`` iterations. Default: 1e-8
         in float64, 1e-6 in float32 (where 1e-8 is below the rounding of ℓ), with
         ``param_tol`` 1e-8 (float64) or 1e-5 (float32) beside it.
-      param_tol: also require the largest change of the parameters in the unconstrained
-        space, |u_t - u_{t-1}| / (1 + |u_{t-1}|), to be at most ``param_tol``. With both
+      param_tol: also require, site by site, the largest change of the parameters in the
+        unconstrained space, |u_t - u_{t-1}| / (1 + |u_{t-1}|), or in the model's own space
+        (a probability heading for 0), to be at most ``param_tol``. With both
         rules, EM stops once both are met; with ``tol=0``, on the parameters' rule alone.
         An objective rule cannot give parameter precision: near the optimum the
         objective's change is quadratic in the distance. None: the default's beside the

@@ -26,10 +26,6 @@ class Derived(NamedTuple):
     trace: dict  # the abstract trace; observed values and masks stay concrete
     concrete: bool  # whether the arguments are concrete (not a user's jit tracing them)
 
-    @property
-    def args_kwargs(self) -> tuple:
-        return arguments.join(self.static, self.dynamic)
-
 
 def derive(model, args, kwargs, *, fitting: bool = False) -> Derived:
     """Check and split a model's arguments (ValueError naming the problem, before any
