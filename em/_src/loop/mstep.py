@@ -170,6 +170,7 @@ def _guarded_optax(objective, init_params, optimizer, max_steps, tol, dtype):
 def _newton(loss, init_params, max_steps, tol, dtype):
     flat, unravel = ravel_pytree(init_params)
     rounding = 8 * jnp.finfo(dtype).eps
+    noise = 64 * jnp.finfo(dtype).eps  # of f's evaluation, relative to |f|
     # jit: the derivatives below transform the traced Q instead of re-running the model's
     # Python for each (tracing it under vmap, jvp and grad took most of the compile time).
     flat_loss = jax.jit(lambda v: loss(unravel(v)))
@@ -203,9 +204,12 @@ def _newton(loss, init_params, max_steps, tol, dtype):
             return size * (vectors @ d), -(along @ d + 0.5 * (curvature * d) @ d), jnp.linalg.norm(d)
 
         newton, newton_gain, newton_length = step_of(0.0)
-        # Once the predicted gain is below f's rounding, a trial sees only noise: the last
-        # full Newton step (quadratic convergence) brings θ to the optimum's rounding.
-        final = newton_gain <= rounding * scale
+        # Once the predicted gain is within f's noise, a trial sees only noise: the last full
+        # Newton step (quadratic convergence), if inside the trust region, brings θ to the
+        # optimum's rounding. Q sums many terms, so its noise is some ulps of |f|: at 8 ulps,
+        # gains of 20 ulps went unseen, every trial was rejected, and the M-step stopped
+        # where it began, a false fixed point 2e-8 from the linkage example's MLE.
+        final = (newton_gain <= noise * scale) & (newton_length <= carry.radius)
 
         def rejected(search):
             radius, _, _, trial, _, tried = search
