@@ -1,4 +1,4 @@
-"""Plain EM against SQUAREM, inside em.fit's compiled loop, on slow and ordinary EMs.
+"""Plain EM against SQUAREM and Anderson acceleration, inside em.fit's compiled loop, on slow and ordinary EMs.
 
 For each case, from the same start: EM steps (map evaluations: M-steps) to the stopping
 rule, wall time to convergence (compiled, best of --repeats, compilation excluded), and
@@ -24,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import em  # noqa: E402
-from models import casino, coins, faithful, gmm, heights, hmm, linkage  # noqa: E402
+from models import casino, coins, faithful, gmm, heights, hmm, latent_class, linkage  # noqa: E402
 
 DEATHS = np.repeat(np.arange(10), [162, 267, 271, 185, 111, 61, 27, 8, 3, 1])  # Hasselblad (1969)
 
@@ -45,6 +45,14 @@ def _hmm_data(seed=0, steps=2000):
         state = rng.choice(4, p=transition[state])
         states.append(state)
     return jnp.asarray(np.array([-3.0, -1.0, 1.0, 3.0])[states] + rng.normal(0, 0.8, steps))[None]
+
+
+def _latent_class_start(answers, num_classes, num_levels, seed=1):
+    """poLCA's kind of start: random response probabilities, equal class shares."""
+    rng = np.random.default_rng(seed)
+    init = {"shares": np.ones(num_classes) / num_classes}
+    init.update({f"rho_{j}": rng.dirichlet(np.ones(levels), num_classes) for j, levels in enumerate(num_levels)})
+    return init
 
 
 def cases():
@@ -73,6 +81,16 @@ def cases():
                 "scales": jnp.ones((2, 2)) * jnp.std(x, axis=0),
                 "corr_tril": jnp.broadcast_to(jnp.eye(2), (2, 2, 2)),
             },
+        ),
+        "latent classes, gss82, C = 3": (
+            latent_class.latent_class,
+            (jnp.asarray(latent_class.load_gss82()), 3, (3, 2, 2, 3)),
+            _latent_class_start(latent_class.load_gss82(), 3, (3, 2, 2, 3)),
+        ),
+        "bernoulli mixture, carcinoma, K = 3": (
+            latent_class.bernoulli_mixture,
+            (jnp.asarray(latent_class.load_carcinoma(), float), 3),
+            {"weights": np.ones(3) / 3, "probs": np.random.default_rng(2).uniform(0.2, 0.8, (3, 7))},
         ),
         "two coins (Do and Batzoglou)": (coins.two_coins, (coins.HEADS,), {"bias": jnp.array([0.6, 0.5])}),
         "genetic linkage (DLR 1977)": (linkage.genetic_linkage, (linkage.COUNTS,), {"theta": 0.5}),
@@ -112,7 +130,7 @@ def run(name, model, args, init, repeats):
     reference = em.fit(model, *args, rng_key=key, init=init, tol=0, param_tol=1e-13, max_iter=100_000, priors=False)
     rows = []
     for rule, options in (("default (tol and param_tol 1e-8)", {}), ("tol=1e-8 alone", {"tol": 1e-8})):
-        for accelerate in (None, "squarem"):  # plain EM steps, SQUAREM
+        for accelerate in (None, "squarem", "anderson"):  # plain EM steps, then the accelerators
             fit_options = dict(rng_key=key, init=init, max_iter=100_000, priors=False, accelerate=accelerate, **options)
             result = em.fit(model, *args, **fit_options)  # compiles
             seconds = []

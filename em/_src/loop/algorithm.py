@@ -24,48 +24,13 @@ import jax.numpy as jnp
 
 from em._src import compilation
 from em._src.kernels import estep, initialisation
+from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
+from em._src.loop.state import EMInfo, EMState, finite_flags
 from em._src.reading import arguments, checks, scans
 from em._src.reading.derive import cast_init, derive
 from em._src.reading.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
-from em._src.typing import Count, Model, Params, ParamsLike, PRNGKey, Scalar
-
-
-class EMState(NamedTuple):
-    """Where EM stands after an iteration (arrays only: a PyTree for jit, scan and vmap).
-
-    Attributes:
-      params: θ_t by site name, in the model's (constrained) space.
-      unconstrained: θ_t in the unconstrained space the M-step works in.
-      summaries: what Q(· | θ_t) needs of the E-step at θ_t, by site.
-      log_likelihood: log p(X | θ_t).
-      objective: what EM maximises at θ_t (plus log p(θ_t) for MAP-EM).
-      iteration: t (0 for the start; -1 before it).
-      change: objective_t - objective_{t-1} (inf at the start).
-      fixed: by parameter site, whether ``init`` gave its start.
-    """
-
-    params: Params
-    unconstrained: Params
-    summaries: dict
-    log_likelihood: Scalar
-    objective: Scalar
-    iteration: Count
-    change: Scalar
-    fixed: dict
-
-
-class EMInfo(NamedTuple):
-    """Diagnostics of one step, not carried to the next.
-
-    Attributes:
-      m_step: the M-step's :class:`~em._src.loop.mstep.MStepInfo`.
-      finite: by parameter site, summarised site and ``"(objective)"``: whether all its
-        values are finite after the step.
-    """
-
-    m_step: MStepInfo
-    finite: dict
+from em._src.typing import Model, ParamsLike, PRNGKey
 
 
 class EMAlgorithm(NamedTuple):
@@ -73,9 +38,6 @@ class EMAlgorithm(NamedTuple):
 
     init: Callable
     step: Callable
-
-
-OBJECTIVE = "(objective)"  # the key of the objective's flag among the sites' flags
 
 
 class Setup(NamedTuple):
@@ -86,6 +48,7 @@ class Setup(NamedTuple):
     use_priors: bool
     use_statistics: bool
     m_step: MStep
+    accelerate: str | None = None  # a key of acceleration.ACCELERATORS, or None for plain EM
 
 
 class Kernel(NamedTuple):
@@ -95,18 +58,6 @@ class Kernel(NamedTuple):
     trace_at: Callable  # params -> the enumerated trace
     before_start: Callable  # (rng_key, init) -> EMState at iteration -1
     advance: Callable  # (EMState, jump=None) -> (EMState, EMInfo)
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves or [jnp.array(True)]))
-
-
-def finite_flags(unconstrained: dict, summaries: dict, objective) -> dict:
-    flags = {name: _all_finite(u) for name, u in unconstrained.items()}
-    flags.update({name: _all_finite(summary) for name, summary in summaries.items()})
-    flags[OBJECTIVE] = jnp.isfinite(objective)
-    return flags
 
 
 def kernel(setup: Setup, dynamic) -> Kernel:
@@ -174,11 +125,28 @@ def kernel(setup: Setup, dynamic) -> Kernel:
 
 def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:
     k = kernel(setup, dynamic)
-    return k.advance(k.before_start(rng_key, init))[0]
+    before = acceleration.attach(setup.accelerate, k.before_start(rng_key, init))
+    return acceleration.run_pass(k.advance, before).state
 
 
 def _step(setup: Setup, dynamic, state: EMState) -> tuple[EMState, EMInfo]:
-    return kernel(setup, dynamic).advance(state)
+    """One iteration: one M-step, after the pass to an accelerator's extrapolated point
+    if one is due (a while loop of at most two passes: one compiled E-step)."""
+    k = kernel(setup, dynamic)
+    if state.accelerator is None:
+        return k.advance(state)
+
+    def not_yet(carry):
+        return carry[0].iteration == state.iteration
+
+    def one_pass(carry):
+        done = acceleration.run_pass(k.advance, carry[0])
+        return done.state, done.info
+
+    info = EMInfo(
+        MStepInfo.none(state.objective.dtype), finite_flags(state.unconstrained, state.summaries, state.objective)
+    )
+    return jax.lax.while_loop(not_yet, one_pass, (state, info))
 
 
 _init_compiled = compilation.jit(_init, static_argnums=0)
@@ -191,6 +159,7 @@ def algorithm(
     priors: bool = True,
     m_step: MStep | None = None,
     sufficient_statistics: bool = True,
+    accelerate: str | None = None,
     **kwargs: Any,
 ) -> "EMAlgorithm":
     """EM on a NumPyro model as two pure functions, ``init`` and ``step``.
@@ -199,13 +168,18 @@ def algorithm(
       model: a NumPyro model; ``*args`` and ``**kwargs`` (its data) are passed to it.
       priors, sufficient_statistics: as in :func:`em.fit`.
       m_step: :func:`em.newton` (the default) or :func:`em.optax_m_step`.
+      accelerate: None (plain EM steps, the default), ``"anderson"`` or ``"squarem"``, as
+        in :func:`em.fit`: each step is then one M-step of the accelerator's cycle,
+        after the E-step at its extrapolated point where one is due; the accelerator's
+        state rides in :attr:`EMState.accelerator`.
 
     Returns:
       An :class:`EMAlgorithm`: ``init(rng_key, init=None)`` gives the :class:`EMState`
       at the start (θ_0 as :func:`em.fit` chooses it, and the E-step there);
       ``step(state)`` one iteration and its :class:`EMInfo`. Both are pure: jit, scan
       and vmap them as any JAX function. Ten steps from ``init`` equal
-      ``em.fit(..., max_iter=10, tol=0)`` from the same key and ``init``.
+      ``em.fit(..., max_iter=10, tol=0, accelerate=accelerate)`` from the same key and
+      ``init``.
 
     Example:
       >>> import jax, jax.numpy as jnp, em
@@ -220,8 +194,9 @@ def algorithm(
       (20, [-2.0, 2.0])
     """
     m_step = check_m_step(m_step)
+    acceleration.check_accelerate(accelerate)
     derived = derive(model, args, kwargs, fitting=True)
-    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step)
+    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate)
 
     def init(rng_key: PRNGKey, init: ParamsLike | None = None) -> EMState:
         init = cast_init(init)
