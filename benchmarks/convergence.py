@@ -47,7 +47,7 @@ def _hmm_data(seed=0, steps=2000):
     return jnp.asarray(np.array([-3.0, -1.0, 1.0, 3.0])[states] + rng.normal(0, 0.8, steps))[None]
 
 
-def _latent_class_start(answers, num_classes, num_levels, seed=1):
+def _latent_class_start(num_classes, num_levels, seed=1):
     """poLCA's kind of start: random response probabilities, equal class shares."""
     rng = np.random.default_rng(seed)
     init = {"shares": np.ones(num_classes) / num_classes}
@@ -85,7 +85,7 @@ def cases():
         "latent classes, gss82, C = 3": (
             latent_class.latent_class,
             (jnp.asarray(latent_class.load_gss82()), 3, (3, 2, 2, 3)),
-            _latent_class_start(latent_class.load_gss82(), 3, (3, 2, 2, 3)),
+            _latent_class_start(3, (3, 2, 2, 3)),
         ),
         "bernoulli mixture, carcinoma, K = 3": (
             latent_class.bernoulli_mixture,

@@ -26,7 +26,7 @@ from em._src import compilation
 from em._src.kernels import estep, initialisation
 from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
-from em._src.loop.state import EMInfo, EMState, finite_flags
+from em._src.loop.state import EMInfo, EMState, finite_flags, no_step_info
 from em._src.reading import arguments, checks, scans
 from em._src.reading.derive import cast_init, derive
 from em._src.reading.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
@@ -143,9 +143,7 @@ def _step(setup: Setup, dynamic, state: EMState) -> tuple[EMState, EMInfo]:
         done = acceleration.run_pass(k.advance, carry[0])
         return done.state, done.info
 
-    info = EMInfo(
-        MStepInfo.none(state.objective.dtype), finite_flags(state.unconstrained, state.summaries, state.objective)
-    )
+    info = no_step_info(state)
     return jax.lax.while_loop(not_yet, one_pass, (state, info))
 
 

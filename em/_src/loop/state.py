@@ -62,3 +62,25 @@ def finite_flags(unconstrained: dict, summaries: dict, objective) -> dict:
     flags.update({name: _all_finite(summary) for name, summary in summaries.items()})
     flags[OBJECTIVE] = jnp.isfinite(objective)
     return flags
+
+
+def no_step_info(state: EMState) -> EMInfo:
+    """The :class:`EMInfo` of a state no step has led to yet (a loop's first carry)."""
+    return EMInfo(
+        MStepInfo.none(state.objective.dtype), finite_flags(state.unconstrained, state.summaries, state.objective)
+    )
+
+
+def select(flag, a, b):
+    """``a`` where ``flag`` holds, else ``b``, leaf by leaf (two trees of one structure)."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(flag, x, y), a, b)
+
+
+def accepts(candidate: EMState, fallback: EMState) -> jax.Array:
+    """Whether an accelerator's candidate may replace EM's own iterate: everything it holds
+    finite (its parameters, E-step summaries and objective), and its objective at least
+    the fallback's. A finite objective alone let non-finite summaries through."""
+    finite = jnp.all(
+        jnp.stack(list(finite_flags(candidate.unconstrained, candidate.summaries, candidate.objective).values()))
+    )
+    return finite & (candidate.objective >= fallback.objective)
