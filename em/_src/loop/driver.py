@@ -460,7 +460,7 @@ def fit(
         every start runs this many EM steps (vmapped), and only the one heading highest
         (Aitken's limit) goes on to convergence. Much cheaper than full restarts, but a
         start that overtakes late is missed (benchmarks/restarts.py: with 3 steps, the
-        best of 8 full restarts on four models of five at 1.3-1.7 times one fit's time;
+        best of 8 full restarts on four models of five at 1.3-1.5 times one fit's time;
         not on Old Faithful with K = 3). None (the default): every restart runs to
         convergence.
       priors: False fits the MLE, ignoring the priors of ``sample`` sites.
