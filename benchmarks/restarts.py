@@ -10,7 +10,6 @@ Usage: python benchmarks/restarts.py [--restarts 8] [--short-runs 3,5,10] [--rep
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import em  # noqa: E402
 from models import faithful, gmm, heights, hmm, latent_class  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from convergence import _hmm_data  # noqa: E402
+from convergence import _hmm_data, timed  # noqa: E402
 
 
 def _readme_data():
@@ -47,17 +46,6 @@ def cases():
     }
 
 
-def _timed(model, args, repeats, **options):
-    result = em.fit(model, *args, **options)  # compiles
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = em.fit(model, *args, **options)
-        jax.block_until_ready(result.params)
-        seconds.append(time.perf_counter() - start)
-    return result, min(seconds)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--restarts", type=int, default=8)
@@ -70,11 +58,11 @@ def main(argv=None):
     print("| case | restarts | time / single fit | objective | below best of full restarts |")
     print("|---|---|---|---|---|")
     for name, (model, args) in cases().items():
-        single, single_time = _timed(model, args, options.repeats, rng_key=key)
-        full, full_time = _timed(model, args, options.repeats, rng_key=key, num_restarts=options.restarts)
+        single, single_time = timed(model, args, options.repeats, rng_key=key)
+        full, full_time = timed(model, args, options.repeats, rng_key=key, num_restarts=options.restarts)
         rows = [("1", single, single_time), (f"{options.restarts} full", full, full_time)]
         for s in (int(s) for s in options.short_runs.split(",")):
-            short, short_time = _timed(
+            short, short_time = timed(
                 model, args, options.repeats, rng_key=key, num_restarts=options.restarts, short_runs=s
             )
             rows.append((f"{options.restarts} em-EM, S = {s}", short, short_time))

@@ -73,7 +73,8 @@ def test_accelerated_fits_reach_plain_ems_fixed_point(name):
     ends where plain EM does (1e-8 in every parameter) in no more EM steps, never lowering
     the objective between accepted iterates; so does Anderson acceleration on a few models
     (its EM steps are not asserted: it took more than plain EM on gss82 before it waited for
-    EM's tail, benchmarks/convergence.py)."""
+    EM's tail, benchmarks/convergence.py). The default rules end within 1e-6 nats of the
+    tightly converged plain EM."""
     model, args, kwargs = ZOO[name]
     restarts = 3 if name == "gmm full, Old Faithful" else 1
     options = dict(rng_key=jax.random.PRNGKey(3), param_tol=1e-10, max_iter=20_000, num_restarts=restarts, **kwargs)
@@ -81,7 +82,10 @@ def test_accelerated_fits_reach_plain_ems_fixed_point(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error", em.ConvergenceWarning)
         fits = {scheme: em.fit(model, *args, accelerate=scheme, **options) for scheme in schemes}
+    # default rules (tol and param_tol 1e-8; the same compiled fit: they are traced)
+    default = em.fit(model, *args, **{**options, "param_tol": None})
     plain = fits.pop(None)
+    assert bool(default.converged) and float(plain.objective - default.objective) <= 1e-6
     for scheme, fit in fits.items():
         assert bool(fit.converged), scheme
         for site, value in _by_location(plain.params).items():

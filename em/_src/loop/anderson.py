@@ -14,9 +14,8 @@ M-step is skipped, the E-step at x_{k+1}. x_{k+1} is accepted where its objectiv
 finite (parameters, E-step summaries and objective) and at least F(x_k)'s, else EM goes on
 from F(x_k) and the memory restarts, from the pair x_k, F(x_k) alone. So the objective
 never falls between accepted iterates. EM's rate, which the parameters' stopping rule
-needs, is measured only from two chained EM steps, which Anderson's extrapolating
-iterations never make: the rule then uses the rate from before EM's tail, and on
-Hasselblad's mixture stopped 1e-6 from the MLE where SQUAREM stops 4e-9 from it.
+needs, is measured only from chained EM steps, which Anderson's extrapolating iterations
+never make: the rule then uses the rates from before EM's tail.
 
 m = min(⌈p/2⌉, 10) for p parameters, DAAREM's default order.
 """
