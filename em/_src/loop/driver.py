@@ -226,10 +226,8 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         rate = jax.tree_util.tree_map(
             lambda new, old, r: jnp.where(chained, jnp.stack([new / old, r[0]]), r), sizes, s.step, s.rate
         )
-        step = jax.tree_util.tree_map(lambda new, old: jnp.where(mapped, new, old), sizes, s.step)
-        mapped_to_now = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(mapped, new, old), mapped_to.unconstrained, s.mapped_to
-        )
+        step = select(mapped, sizes, s.step)
+        mapped_to_now = select(mapped, mapped_to.unconstrained, s.mapped_to)
         previous_objective, started = s.seen[0], s.seen[1] >= 0
         change = state.objective - previous_objective
         remaining = jnp.where(ended, _remaining_gain(change, s.last_change), s.remaining)

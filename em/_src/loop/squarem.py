@@ -41,7 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from em._src.loop.state import EMState, accepts, select
+from em._src.loop.state import EMState, accepts, all_finite, select
 from em._src.loop.tail import in_tail
 
 # what the next pass gives: θ_0 (the start), θ_1, θ_2, θ' (the jump), θ''
@@ -110,7 +110,7 @@ def after_step(acc: State, new: EMState) -> tuple[EMState, State, jax.Array]:
         return new, select(tail, jumping, plain), jnp.asarray(True)
 
     def jumped(_):
-        usable = jnp.isfinite(new.objective)  # else the cycle ends at θ_2
+        usable = all_finite(new)  # else the cycle ends at θ_2
         state = select(usable, new, acc.fallback)
         start = select(usable, acc.start, acc.fallback)
         phase_after = jnp.where(usable, STABILISE, FIRST).astype(jnp.int32)

@@ -76,11 +76,13 @@ def select(flag, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(flag, x, y), a, b)
 
 
+def all_finite(state: EMState) -> jax.Array:
+    """Whether everything the state holds is finite: parameters, E-step summaries, objective."""
+    return jnp.all(jnp.stack(list(finite_flags(state.unconstrained, state.summaries, state.objective).values())))
+
+
 def accepts(candidate: EMState, fallback: EMState) -> jax.Array:
     """Whether an accelerator's candidate may replace EM's own iterate: everything it holds
-    finite (its parameters, E-step summaries and objective), and its objective at least
-    the fallback's. A finite objective alone let non-finite summaries through."""
-    finite = jnp.all(
-        jnp.stack(list(finite_flags(candidate.unconstrained, candidate.summaries, candidate.objective).values()))
-    )
-    return finite & (candidate.objective >= fallback.objective)
+    finite (:func:`all_finite`), and its objective at least the fallback's. A finite
+    objective alone let non-finite summaries through."""
+    return all_finite(candidate) & (candidate.objective >= fallback.objective)
