@@ -28,9 +28,12 @@ class Pass(NamedTuple):
     mapped_to: EMState  # an M-step ran (the iteration grew), a jump's evaluation otherwise
 
 
-def check_accelerate(name) -> None:
-    if name is not None and name not in ACCELERATORS:
-        raise ValueError(f"accelerate must be one of {sorted(ACCELERATORS)} or None, got {name!r}.")
+def check_accelerate(name, auto: bool = False) -> None:
+    """ValueError unless ``name`` is an accelerator, None, or (where ``auto``) "auto"."""
+    if name is None or name in ACCELERATORS or (auto and name == "auto"):
+        return
+    choices = sorted(ACCELERATORS) + (["auto"] if auto else [])
+    raise ValueError(f"accelerate must be one of {choices} or None, got {name!r}.")
 
 
 def attach(name: str | None, state: EMState) -> EMState:
