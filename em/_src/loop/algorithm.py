@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.kernels import estep, initialisation
+from em._src.kernels import closed_form, estep, initialisation
 from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.state import EMInfo, EMState, finite_flags, no_step_info
@@ -58,6 +58,7 @@ class Kernel(NamedTuple):
     trace_at: Callable  # params -> the enumerated trace
     before_start: Callable  # (rng_key, init) -> EMState at iteration -1
     advance: Callable  # (EMState, jump=None) -> (EMState, EMInfo)
+    plan: closed_form.Plan | None = None  # the sites solved exactly (None: closed forms off)
 
 
 def kernel(setup: Setup, dynamic) -> Kernel:
@@ -69,6 +70,7 @@ def kernel(setup: Setup, dynamic) -> Kernel:
     # jit: the start's eval_shape and the step trace the E-step once between them.
     e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics))
     q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
+    exact = closed_form.plan(trace_at, sites, defaults, setup.use_priors) if setup.m_step.closed_form else None
 
     def objective_of(e: estep.EStep):
         return e.log_likelihood + e.log_prior if setup.use_priors else e.log_likelihood
@@ -103,7 +105,10 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         skip = (starting & jnp.all(jnp.stack(list(state.fixed.values())))) | jumping
 
         def m_step():
-            return setup.m_step(lambda v: q(constrain(sites, v), state.summaries), state.unconstrained)
+            if exact is None:
+                return setup.m_step(lambda v: q(constrain(sites, v), state.summaries), state.unconstrained)
+            u, info = closed_form.maximise(exact, setup.m_step, q, sites, state.unconstrained, state.summaries)
+            return u, MStepInfo.none(state.objective.dtype) if info is None else info
 
         def unchanged():
             return state.unconstrained, MStepInfo.none(state.objective.dtype)
@@ -120,7 +125,7 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         new = EMState(params, u, e.summaries, e.log_likelihood, objective, iteration, change, state.fixed)
         return new, EMInfo(m_info, finite_flags(u, e.summaries, objective))
 
-    return Kernel(sites, trace_at, before_start, advance)
+    return Kernel(sites, trace_at, before_start, advance, exact)
 
 
 def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:
@@ -205,3 +210,18 @@ def algorithm(
         return _step_compiled(setup, derived.dynamic, state)
 
     return EMAlgorithm(init, step)
+
+
+def closed_form_roles(model: Model, *args: Any, priors: bool = True, **kwargs: Any) -> dict:
+    """The sites whose M-step is solved exactly, by name, with their role
+    (:mod:`em._src.kernels.closed_form`); the other sites are left to the generic M-step."""
+    derived = derive(model, args, kwargs, fitting=True)
+    setup = Setup(model, derived.static, bool(priors), True, check_m_step(None))
+
+    def roles(dynamic):
+        plan = kernel(setup, dynamic).plan
+        return {b.site: b.role for b in plan.blocks}
+
+    found = {}
+    jax.eval_shape(lambda d: found.update(roles(d)), derived.dynamic)
+    return found

@@ -71,11 +71,15 @@ class Newton:
       max_steps: the most Newton (or L-BFGS) steps per M-step.
       tol: gradient-norm tolerance of -Q / max(1, |Q|); None: 1e-10 in float64, 1e-5 in float32.
       max_params: the most unconstrained reals for Newton's method.
+      closed_form: solve the sites whose part of Q has a known maximiser exactly, and
+        run Newton on the others only (:mod:`em._src.kernels.closed_form`); False: Newton
+        on every site.
     """
 
     max_steps: int = 1000
     tol: float | None = None
     max_params: int = 256
+    closed_form: bool = True
 
     def __call__(self, objective: Objective, init_params: Params) -> tuple[Params, MStepInfo]:
         dtype = _dtype(init_params)
@@ -94,12 +98,14 @@ class OptaxMStep:
       optimizer: an optax optimiser factory (``optax.adam``), called with ``options``;
         or a ``GradientTransformation`` itself (then compared by identity, so build it once).
       options: the factory's keyword arguments, as sorted (name, value) pairs.
+      closed_form: as in :class:`Newton`: the optimiser runs on the other sites only.
     """
 
     optimizer: Any
     options: tuple = ()
     max_steps: int = 1000
     tol: float | None = None
+    closed_form: bool = True
 
     def transformation(self) -> optax.GradientTransformation:
         if isinstance(self.optimizer, optax.GradientTransformation):
@@ -115,12 +121,15 @@ class OptaxMStep:
 MStep = Newton | OptaxMStep
 
 
-def newton(max_steps: int = 1000, tol: float | None = None, max_params: int = 256) -> Newton:
-    """The default M-step: trust-region Newton (see :class:`Newton`)."""
-    return Newton(int(max_steps), None if tol is None else float(tol), int(max_params))
+def newton(max_steps: int = 1000, tol: float | None = None, max_params: int = 256, closed_form: bool = True) -> Newton:
+    """The default M-step: closed forms where the model has them, trust-region Newton on
+    the rest (see :class:`Newton`)."""
+    return Newton(int(max_steps), None if tol is None else float(tol), int(max_params), bool(closed_form))
 
 
-def optax_m_step(optimizer, /, *, max_steps: int = 1000, tol: float | None = None, **options) -> OptaxMStep:
+def optax_m_step(
+    optimizer, /, *, max_steps: int = 1000, tol: float | None = None, closed_form: bool = True, **options
+) -> OptaxMStep:
     """An optax optimiser as the M-step: ``optax_m_step(optax.adam, learning_rate=0.05)``.
 
     Given a factory and its options, equal calls give equal M-steps (one compiled fit);
@@ -130,7 +139,8 @@ def optax_m_step(optimizer, /, *, max_steps: int = 1000, tol: float | None = Non
         raise ValueError("optax_m_step: options go with an optimiser factory (optax.adam), not a built one.")
     if not isinstance(optimizer, optax.GradientTransformation) and not callable(optimizer):
         raise TypeError(f"optax_m_step expects an optax optimiser or its factory, got {optimizer!r}.")
-    return OptaxMStep(optimizer, tuple(sorted(options.items())), int(max_steps), None if tol is None else float(tol))
+    tol = None if tol is None else float(tol)
+    return OptaxMStep(optimizer, tuple(sorted(options.items())), int(max_steps), tol, bool(closed_form))
 
 
 def check_m_step(m_step) -> MStep:
