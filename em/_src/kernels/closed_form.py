@@ -31,6 +31,7 @@ so Q never falls; where locations and scales select the same cells (a mixture's,
 HMM's) the blocks together are the exact joint maximiser.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -54,7 +55,7 @@ _ROLES = {
 }
 _INTACT = {"mvn_loc": 1, "mvn_scale": 2}  # trailing axes the selection must keep whole
 _LOCATIONS = ("normal_loc", "mvn_loc")
-COUPLED_SWEEPS = 3  # extra location-scale sweeps where both are solved exactly (see maximise)
+COUPLED_SWEEPS = 100  # the most location-scale sweeps where both are solved exactly (see _sweeps)
 _PRIORS = {  # (role, prior family) -> the prior's name in the solvers
     ("categorical", dist.Dirichlet): "dirichlet",
     ("bernoulli", dist.Beta): "beta",
@@ -237,7 +238,10 @@ def _block(p, dependence, statics, prior_types, use_priors) -> Block | None:
     prior = None
     if use_priors and p.has_prior:
         prior = _PRIORS.get((role, prior_types.get(p.name)))
-        if prior is None:
+        hyperparameters = jax.tree_util.tree_leaves(
+            dependence["priors"][p.name], is_leaf=lambda d: isinstance(d, selection.Dependence)
+        )
+        if prior is None or any(d is not None for d in hyperparameters):  # conjugate, and fixed
             return None
     return Block(p.name, role, tuple(uses), prior)
 
@@ -263,13 +267,30 @@ def maximise(plan: Plan, generic, q, sites, unconstrained: dict, summaries: dict
         params = constrain(sites, u)
     params = _solved(plan, others, summaries, params)
     if locations and others and not plan.rest:
-        # Locations and scales that select different cells (a location shared by cells of
-        # several scales, or a prior) couple the two blocks: a few more sweeps of the two
-        # cost no pass over the data and bring them to the joint maximiser.
-        for _ in range(COUPLED_SWEEPS):
-            params = _solved(plan, others, summaries, _solved(plan, locations, summaries, params))
+        params = _sweeps(plan, locations, others, summaries, params)
     solved = {b.site for b in plan.blocks}
     return {k: transforms[k].inv(params[k]) if k in solved else u[k] for k in unconstrained}, info
+
+
+def _sweeps(plan: Plan, locations: list, others: list, summaries: dict, params: dict) -> dict:
+    """More sweeps of the location and the other blocks until they settle (at most
+    :data:`COUPLED_SWEEPS`). A prior on the locations, or a location shared by cells of
+    several scales, couples the two; the sweeps cost no pass over the data and bring
+    the blocks to their joint maximiser. Uncoupled, the first sweep changes nothing."""
+    sites = [b.site for b in locations + others]
+
+    def sweep(carry):
+        count, current, _ = carry
+        new = _solved(plan, others, summaries, _solved(plan, locations, summaries, current))
+        moved = [jnp.max(jnp.abs(new[k] - current[k]) / jnp.maximum(jnp.abs(current[k]), 1e-300)) for k in sites]
+        return count + 1, new, functools.reduce(jnp.maximum, moved) > 4 * jnp.finfo(moved[0].dtype).eps
+
+    def unsettled(carry):
+        count, _, moving = carry
+        return moving & (count < COUPLED_SWEEPS)
+
+    _, params, _ = jax.lax.while_loop(unsettled, sweep, (0, params, jnp.asarray(True)))
+    return params
 
 
 def _solved(plan: Plan, blocks: list, summaries: dict, params: dict) -> dict:
@@ -327,13 +348,15 @@ def _solve(block: Block, plan: Plan, now: dict, summaries: dict, theta):
             total = total + like_theta(prior.get("concentration", 1.0)) - 1
             count = count + like_theta(prior["rate"])
         return conjugate.positive_ratio(total, count, theta)
+    # Precisions relative to the largest one (a collapsed scale's 1/σ² overflows otherwise).
     if role == "normal_loc":
-        precision = lambda f: 1.0 / f["scale"] ** 2  # noqa: E731
+        smallest = functools.reduce(jnp.minimum, [jnp.min(now["factors"][u.factor]["scale"]) for u in block.uses])
+        precision = lambda f: (smallest / f["scale"]) ** 2  # noqa: E731
         weighted = per_entry(gathered(lambda c, f: precision(f) * c.arrays[1]))
         count = per_entry(gathered(lambda c, f: precision(f) * c.arrays[0]))
         if block.prior == "normal":
-            weighted = weighted + like_theta(prior["loc"] / prior["scale"] ** 2)
-            count = count + like_theta(1.0 / prior["scale"] ** 2)
+            weighted = weighted + like_theta(prior["loc"] * (smallest / prior["scale"]) ** 2)
+            count = count + like_theta((smallest / prior["scale"]) ** 2)
         return jnp.where(count > 0, weighted / jnp.where(count > 0, count, 1.0), theta)
     if role == "normal_scale":
         residual = per_entry(gathered(lambda c, f: c.residual(f["loc"])))
@@ -341,12 +364,17 @@ def _solve(block: Block, plan: Plan, now: dict, summaries: dict, theta):
         prior_scale = like_theta(prior["scale"]) if block.prior == "halfnormal" else None
         return conjugate.normal_scale(count, residual, theta, prior_scale)
     if role == "mvn_loc":
-        precision = lambda f: conjugate.precision_from_tril(f["scale_tril"])  # noqa: E731
+
+        def smallest_scale(f):
+            return jnp.min(jnp.abs(jnp.diagonal(f["scale_tril"], axis1=-2, axis2=-1)))
+
+        smallest = functools.reduce(jnp.minimum, [smallest_scale(now["factors"][u.factor]) for u in block.uses])
+        precision = lambda f: conjugate.precision_from_tril(f["scale_tril"] / smallest)  # noqa: E731
         information = gathered(lambda c, f: c.arrays[0][..., None, None] * precision(f), event=2)
         weighted = gathered(lambda c, f: jnp.einsum("...ij,...j->...i", precision(f), c.arrays[1]), event=1)
         information, weighted = per_entry(information), per_entry(weighted)
         if block.prior == "normal":
-            prior_precision = like_theta(1.0 / prior["scale"] ** 2)
+            prior_precision = like_theta((smallest / prior["scale"]) ** 2)
             information = information + prior_precision[..., :, None] * jnp.eye(theta.shape[-1], dtype=theta.dtype)
             weighted = weighted + like_theta(prior["loc"]) * prior_precision
         has = jnp.any(information != 0, axis=(-2, -1))

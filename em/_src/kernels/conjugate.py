@@ -140,7 +140,9 @@ def normal_scale(count, residual, current, prior_scale=None):
     else:
         variance = 2 * v / (count + jnp.sqrt(count * count + 4 * v / prior_scale**2))
         has = (count > 0) | (v > 0)
-    return jnp.where(has, jnp.sqrt(variance), current)
+    # A component collapsed onto one point has σ = 0; the smallest σ whose square is still
+    # a normal number keeps every value finite, and the checks after the fit name it.
+    return jnp.where(has, jnp.maximum(jnp.sqrt(variance), jnp.sqrt(jnp.finfo(current.dtype).tiny)), current)
 
 
 def precision_from_tril(scale_tril):
@@ -156,6 +158,12 @@ def cholesky_of_mean(scatter, count, current):
     has = count > 0
     covariance = scatter / jnp.where(has, count, 1.0)[..., None, None]
     covariance = 0.5 * (covariance + jnp.swapaxes(covariance, -1, -2))
+    # A component collapsed onto a line or a point has a singular covariance: a jitter of a
+    # rounding of its largest variance keeps the factor finite (the checks after the fit name it).
+    diagonal = jnp.diagonal(covariance, axis1=-2, axis2=-1)
+    finfo = jnp.finfo(covariance.dtype)
+    jitter = jnp.maximum(finfo.eps * jnp.max(diagonal, -1), jnp.sqrt(finfo.tiny))
+    covariance = covariance + jitter[..., None, None] * jnp.eye(covariance.shape[-1], dtype=covariance.dtype)
     return jnp.where(
         has[..., None, None], jnp.linalg.cholesky(jnp.where(has[..., None, None], covariance, current)), current
     )
