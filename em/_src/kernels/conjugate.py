@@ -110,8 +110,8 @@ def simplex_rows(counts, current):
     counts = jnp.maximum(counts, 0.0)
     total = jnp.sum(counts, -1, keepdims=True)
     theta = jnp.where(total > 0, counts / jnp.where(total > 0, total, 1.0), current)
-    theta = jnp.maximum(theta, jnp.finfo(theta.dtype).tiny)
-    return theta / jnp.sum(theta, -1, keepdims=True)
+    # not renormalised after: tiny / (1 + tiny) is subnormal, which XLA flushes to zero
+    return jnp.maximum(theta, jnp.finfo(theta.dtype).tiny)
 
 
 def unit_ratio(successes, failures, current):

@@ -87,7 +87,12 @@ def after_step(acc: State, new: EMState) -> tuple[EMState, State, jax.Array]:
         dx = jnp.where(acc.has_last, _push(acc.dx, x - acc.last[0], acc.count), acc.dx)
         df = jnp.where(acc.has_last, _push(acc.df, f - acc.last[1], acc.count), acc.df)
         count = jnp.where(acc.has_last, jnp.minimum(acc.count + 1, m), acc.count)
-        gamma, *_ = jnp.linalg.lstsq(df.T, f)  # zero rows: γ_i = 0
+        # LAPACK's SVD never returns on a NaN (the fit hung): a memory that is not finite
+        # (a probability pushed to the rounding of zero) is forgotten, and no jump is made.
+        finite = jnp.all(jnp.isfinite(df)) & jnp.all(jnp.isfinite(dx)) & jnp.all(jnp.isfinite(f))
+        dx, df = jnp.where(finite, dx, 0.0), jnp.where(finite, df, 0.0)
+        count = jnp.where(finite, count, 0)
+        gamma, *_ = jnp.linalg.lstsq(df.T, jnp.where(finite, f, 0.0))  # zero rows: γ_i = 0
         target = unravel(x + f - (dx + df).T @ gamma)
         # else x_{k+1} = F(x_k), accepted at once: no memory yet, or EM not yet in its tail
         remembered = (count > 0) & in_tail(new.objective - acc.start.objective, new.objective - acc.origin)
