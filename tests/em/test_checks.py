@@ -92,12 +92,17 @@ def test_params_missing_a_site():
 
 
 def test_collapse_is_reported_not_returned():
-    """A component sitting on one point with a vanishing scale: Q's derivatives overflow,
-    and fit says so, naming the sites, instead of returning the start as converged."""
+    """A component sitting on one point with a vanishing scale. Newton's M-step: Q's
+    derivatives overflow, and fit says so, naming the sites, instead of returning the start
+    as converged. The closed form: the scale stays at a floor and the checks after the fit
+    name the collapsed component."""
     x = jnp.concatenate([jnp.zeros(1), X])
     init = {"weights": jnp.array([0.5, 0.5]), "locs": jnp.array([0.0, 0.0]), "scales": jnp.array([1e-300, 1.0])}
+    options = dict(rng_key=KEY, init=init, priors=False, max_iter=5)
     with pytest.raises(em.EMNumericalError, match=r"non-finite.*'scales'.*collapsed"):
-        em.fit(gmm.univariate, x, 2, rng_key=KEY, init=init, priors=False, max_iter=5)
+        em.fit(gmm.univariate, x, 2, m_step=em.newton(closed_form=False), **options)
+    with pytest.warns(em.EMWarning, match=r"'x'.*collapsed"):
+        em.fit(gmm.univariate, x, 2, **options)
 
 
 def mixture_of(observe):

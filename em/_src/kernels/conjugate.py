@@ -103,36 +103,51 @@ def onto(position, values, size: int, event: int = 0):
     return jax.ops.segment_sum(flat, jnp.where(inside, position, 0).astype(jnp.int32), num_segments=size)
 
 
+def smallest_probability(dtype):
+    """Where a closed form puts a probability or rate at zero (no counts), it is held at this
+    instead: far enough above the smallest normal number that NumPyro's bijections, there
+    and back, do not round it to a subnormal, which XLA flushes to zero (a logit of -inf,
+    and NaN in NumPyro's Dirichlet log-density at 0)."""
+    finfo = jnp.finfo(dtype)
+    return finfo.tiny / finfo.eps
+
+
 def simplex_rows(counts, current):
     """argmax Σ_j N_j log θ_j over simplex rows (the last axis): θ ∝ max(N, 0); a row
-    with nothing to count keeps its value; entries at zero sit at the smallest normal
-    number, so that the unconstrained value stays finite."""
+    with nothing to count keeps its value; entries at zero at :func:`smallest_probability`."""
     counts = jnp.maximum(counts, 0.0)
     total = jnp.sum(counts, -1, keepdims=True)
     theta = jnp.where(total > 0, counts / jnp.where(total > 0, total, 1.0), current)
-    # not renormalised after: tiny / (1 + tiny) is subnormal, which XLA flushes to zero
-    return jnp.maximum(theta, jnp.finfo(theta.dtype).tiny)
+    return jnp.maximum(theta, smallest_probability(theta.dtype))  # the sum is off by K of those at most
 
 
 def unit_ratio(successes, failures, current):
     """argmax S log θ + F log(1 - θ) on [0, 1], kept a rounding inside the interval."""
     s, f = jnp.maximum(successes, 0.0), jnp.maximum(failures, 0.0)
     theta = jnp.where(s + f > 0, s / jnp.where(s + f > 0, s + f, 1.0), current)
-    finfo = jnp.finfo(theta.dtype)
-    return jnp.clip(theta, finfo.tiny, 1 - finfo.epsneg)
+    return jnp.clip(theta, smallest_probability(theta.dtype), 1 - jnp.finfo(theta.dtype).epsneg)
 
 
 def positive_ratio(numerator, denominator, current):
-    """argmax A log λ - B λ over λ > 0: A / B (kept at the smallest normal number at least)."""
+    """argmax A log λ - B λ over λ > 0: A / B (at least :func:`smallest_probability`)."""
     theta = jnp.where(
         denominator > 0, jnp.maximum(numerator, 0.0) / jnp.where(denominator > 0, denominator, 1.0), current
     )
-    return jnp.maximum(theta, jnp.finfo(theta.dtype).tiny)
+    return jnp.maximum(theta, smallest_probability(theta.dtype))
+
+
+def _variance_floor(variances):
+    """A quarter of a rounding of the site's largest variance (the smallest normal number
+    if every one is zero): a component collapsed onto one point has variance 0, which the
+    floor keeps finite in every log-density and its square, and below the collapse check's
+    threshold (a variance 1e-10 of the data's), which then names it."""
+    finfo = jnp.finfo(variances.dtype)
+    return jnp.maximum(0.25 * finfo.eps * jnp.max(variances), smallest_probability(variances.dtype))
 
 
 def normal_scale(count, residual, current, prior_scale=None):
     """argmax_σ -N log σ - V / (2σ²) [- σ² / (2s²)]: σ² = V / N, or with a HalfNormal(s)
-    prior the root σ² = 2V / (N + √(N² + 4V/s²))."""
+    prior the root σ² = 2V / (N + √(N² + 4V/s²)); at least :func:`_variance_floor`."""
     v = jnp.maximum(residual, 0.0)
     if prior_scale is None:
         variance = v / jnp.where(count > 0, count, 1.0)
@@ -140,9 +155,8 @@ def normal_scale(count, residual, current, prior_scale=None):
     else:
         variance = 2 * v / (count + jnp.sqrt(count * count + 4 * v / prior_scale**2))
         has = (count > 0) | (v > 0)
-    # A component collapsed onto one point has σ = 0; the smallest σ whose square is still
-    # a normal number keeps every value finite, and the checks after the fit name it.
-    return jnp.where(has, jnp.maximum(jnp.sqrt(variance), jnp.sqrt(jnp.finfo(current.dtype).tiny)), current)
+    variance = jnp.maximum(variance, _variance_floor(jnp.where(has, variance, current**2)))
+    return jnp.where(has, jnp.sqrt(variance), current)
 
 
 def precision_from_tril(scale_tril):
@@ -158,12 +172,9 @@ def cholesky_of_mean(scatter, count, current):
     has = count > 0
     covariance = scatter / jnp.where(has, count, 1.0)[..., None, None]
     covariance = 0.5 * (covariance + jnp.swapaxes(covariance, -1, -2))
-    # A component collapsed onto a line or a point has a singular covariance: a jitter of a
-    # rounding of its largest variance keeps the factor finite (the checks after the fit name it).
-    diagonal = jnp.diagonal(covariance, axis1=-2, axis2=-1)
-    finfo = jnp.finfo(covariance.dtype)
-    jitter = jnp.maximum(finfo.eps * jnp.max(diagonal, -1), jnp.sqrt(finfo.tiny))
-    covariance = covariance + jitter[..., None, None] * jnp.eye(covariance.shape[-1], dtype=covariance.dtype)
+    # a component collapsed onto a line or a point: its singular covariance plus the floor
+    jitter = _variance_floor(jnp.where(has[..., None], jnp.diagonal(covariance, axis1=-2, axis2=-1), 0.0))
+    covariance = covariance + jitter * jnp.eye(covariance.shape[-1], dtype=covariance.dtype)
     return jnp.where(
         has[..., None, None], jnp.linalg.cholesky(jnp.where(has[..., None, None], covariance, current)), current
     )
