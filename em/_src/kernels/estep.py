@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from em._src.kernels import enumeration
 from em._src.kernels.boundary import interior
-from em._src.kernels.families import Family, family_of
+from em._src.kernels.families import Family, family_of, parameter_batch_shape
 from em._src.reading.masking import unwrap, value_mask
 from em._src.reading.sites import ModelSites
 
@@ -61,7 +61,7 @@ def plan_site(site, use_statistics: bool) -> SitePlan:
     shape = enumeration.log_prob_shape(site)
     ndim = len(shape)
     value_shape = jnp.shape(site["value"])
-    param_batch = _padded(d.batch_shape, ndim)
+    param_batch = _padded(parameter_batch_shape(d), ndim)
     value_batch = _padded(value_shape[: len(value_shape) - d.event_dim], ndim)
     shared = tuple(a for a in range(ndim) if shape[a] > 1 and param_batch[a] == 1)
     if not any(value_batch[a] > 1 for a in shared):

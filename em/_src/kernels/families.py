@@ -138,9 +138,26 @@ _REGISTRY = {
 }
 
 
+def unexpanded(d):
+    """``d`` without the plate expansions around it (its parameters' own shapes)."""
+    while isinstance(d, dist.ExpandedDistribution):
+        d = d.base_dist
+    return d
+
+
+def parameter_batch_shape(d) -> tuple:
+    """The batch shape of ``d``'s parameters: a plate expands ``base.to_event(k)`` inside
+    (``Independent(ExpandedDistribution(base))``), whose batch shape then spans the data
+    although its parameters do not."""
+    if isinstance(d, dist.Independent):
+        base = unexpanded(d.base_dist)
+        return tuple(base.batch_shape)[: max(len(base.batch_shape) - d.reinterpreted_batch_ndims, 0)]
+    return tuple(d.batch_shape)
+
+
 def _independent(d) -> Family | None:
     """``base.to_event(k)``: the base family's statistics, event axes flattened into S."""
-    inner = family_of(d.base_dist)
+    inner = family_of(unexpanded(d.base_dist))
     if inner is None:
         return None
     k = d.reinterpreted_batch_ndims
@@ -148,11 +165,13 @@ def _independent(d) -> Family | None:
     def flatten(t):
         return jnp.reshape(t, (*t.shape[: t.ndim - k - 1], -1))
 
-    return Family(
-        lambda x: flatten(inner.statistics(x)),
-        lambda d, shift: flatten(inner.coefficients(d.base_dist, shift)),
-        inner.location,
-    )
+    def coefficients(d, shift):
+        base = unexpanded(d.base_dist)
+        c = inner.coefficients(base, shift)
+        reinterpreted = tuple(d.event_shape[: len(d.event_shape) - base.event_dim])
+        return flatten(jnp.broadcast_to(c, jnp.broadcast_shapes(c.shape[:-1], reinterpreted) + c.shape[-1:]))
+
+    return Family(lambda x: flatten(inner.statistics(x)), coefficients, inner.location)
 
 
 def family_of(d) -> Family | None:
