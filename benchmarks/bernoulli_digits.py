@@ -8,7 +8,7 @@ probabilities drawn uniformly in (0.25, 0.75)). The closed-form update is
 π_k = Σ_n r_nk / N and q_kd = Σ_n r_nk x_nd / Σ_n r_nk (the flat priors' MAP is the MLE).
 Columns that are 0 for every digit have their MLE on the boundary (q = 0); the error is
 reported with and without them. The time per iteration is the slope between fits of
---iters and 5 × --iters plain EM iterations (each the best of --repeats), so that neither
+--iters and 5 × --iters plain EM iterations (``benchmarks/timing.py``), so that neither
 EM's fixed costs (em.fit's start and its checks after the fit) count; the whole call of
 --iters iterations is reported too. ``--generic`` times Newton's M-step instead of the
 closed forms (``em.newton(closed_form=False)``: L-BFGS at this size).
@@ -19,7 +19,6 @@ Usage: python benchmarks/bernoulli_digits.py [--k 10] [--iters 20] [--repeats 3]
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -29,6 +28,8 @@ from sklearn.datasets import load_digits
 
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import PLAIN_ITERATIONS, per_iteration, timed  # noqa: E402
 
 import em  # noqa: E402
 from models import latent_class  # noqa: E402
@@ -59,35 +60,17 @@ def main(argv=None):
     m_step = em.newton(closed_form=not options.generic)
 
     def em_fit(iters):
-        return em.fit(
-            latent_class.bernoulli_mixture,
-            x,
-            k,
-            rng_key=key,
-            init=init,
-            max_iter=iters,
-            tol=0,
-            param_tol=0,
-            accelerate=None,
-            m_step=m_step,
-        ).params
+        options = dict(rng_key=key, init=init, max_iter=iters, m_step=m_step, **PLAIN_ITERATIONS)
+        return jax.block_until_ready(em.fit(latent_class.bernoulli_mixture, x, k, **options).params)
 
     def hand_written(iters):
-        return _hand_written(x, iters, init["weights"], init["probs"])
+        return jax.block_until_ready(_hand_written(x, iters, init["weights"], init["probs"]))
 
-    def best_time(run):
-        jax.block_until_ready(run())  # compiles
-        times = []
-        for _ in range(options.repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(run())
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    few, many = options.iters, 5 * options.iters
-    fit_whole, fit_many = best_time(lambda: em_fit(few)), best_time(lambda: em_fit(many))
-    hand_whole, hand_many = best_time(lambda: hand_written(few)), best_time(lambda: hand_written(many))
-    fit_per_iter, hand_per_iter = (fit_many - fit_whole) / (many - few), (hand_many - hand_whole) / (many - few)
+    few = options.iters
+    fit_per_iter, _, _ = per_iteration(em_fit, few, options.repeats)
+    hand_per_iter, _, _ = per_iteration(hand_written, few, options.repeats)
+    fit_whole = timed(lambda: em_fit(few), options.repeats)[1]
+    hand_whole = timed(lambda: hand_written(few), options.repeats)[1]
     first = em.fit(latent_class.bernoulli_mixture, x, k, rng_key=key, init=init, max_iter=1, tol=0, m_step=m_step)
     weights, probs = closed_form_step(x, init["weights"], init["probs"])
     used = np.asarray(x.max(0)) > 0
