@@ -32,6 +32,7 @@ HMM's) the blocks together are the exact joint maximiser.
 """
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -146,20 +147,16 @@ class Plan(NamedTuple):
     rest: tuple  # names of the sites left to the generic M-step
     factors: dict  # factor name -> Factor
     offsets: dict  # block site -> offset of its entries in the index space
-    readout: object  # params -> {"factors": {name: {attribute: array}}, "priors": {site: {field: array}}}
+    readout: Callable  # params -> {"factors": {name: {field: array}}, "priors": ..., "values": ..., "rest": [...]}
     index: dict  # factor name -> {attribute: index of the site entry selected at each position}
-
-    @property
-    def exact(self) -> bool:
-        return bool(self.blocks)
 
 
 def plan(trace_at, sites, params: dict, use_priors: bool) -> Plan:
     """Find the sites solved exactly (see the module docstring) and their index maps."""
     statics, prior_types = {}, {}
 
-    def readout(values):
-        trace = trace_at(values)
+    def readout(at: dict):
+        trace = trace_at(at)
         prior_types.update(_prior_types(trace, sites))
         names = [f.name for f in enumeration.layout(trace, sites) if f.evidence_for is None]
         factors, priors, values, rest = {}, {}, {}, []

@@ -89,21 +89,56 @@ def _mvn_log_prob(d, x):
 
 
 def log_prob(d, x):
-    """``d.log_prob(x)``, by a faster exact route where there is one: a multivariate normal
-    whose parameter and value batch shapes broadcast as an outer product (a mixture's
-    components against its data)."""
+    """``d.log_prob(x)``, by a faster exact route where there is one, when the parameter and
+    value batch shapes broadcast as an outer product (a mixture's components against its
+    data): one matrix product for a multivariate normal (whitened residuals), and for a
+    finite discrete family or ``to_event`` of one (a Bernoulli pixel vector, an answer to a
+    survey item), one-hot statistics times the table of log-probabilities."""
+    value_batch = jnp.shape(x)[: jnp.ndim(x) - d.event_dim]
     if type(d) is dist.MultivariateNormal:
-        value_batch = jnp.shape(x)[:-1]
-        ndim = max(len(d.batch_shape), len(value_batch))
-        params = (1,) * (ndim - len(d.batch_shape)) + tuple(d.batch_shape)
-        values = (1,) * (ndim - len(value_batch)) + tuple(value_batch)
-        if all(p == 1 or v == 1 for p, v in zip(params, values, strict=False)):
-            value_axes = [a for a in range(ndim) if values[a] > 1]
-            param_axes = [a for a in range(ndim) if params[a] > 1]
-            table = jnp.reshape(_mvn_log_prob(d, x), [values[a] for a in value_axes] + [params[a] for a in param_axes])
-            table = jnp.transpose(table, np.argsort(value_axes + param_axes))
-            return jnp.reshape(table, jnp.broadcast_shapes(params, values))
-    return d.log_prob(x)
+        table = _outer(d.batch_shape, value_batch, lambda: _mvn_log_prob(d, x))
+    elif _one_hot(d):
+        table = _outer(parameter_batch_shape(d), value_batch, lambda: _one_hot_log_prob(d, x))
+    else:
+        table = None
+    return d.log_prob(x) if table is None else jnp.broadcast_to(table, jnp.broadcast_shapes(d.batch_shape, value_batch))
+
+
+def _outer(param_batch, value_batch, table_of):
+    """``table_of()`` (value cells, parameter cells) laid out in the broadcast batch shape, or
+    None where the two batch shapes are not an outer product."""
+    ndim = max(len(param_batch), len(value_batch))
+    params = (1,) * (ndim - len(param_batch)) + tuple(param_batch)
+    values = (1,) * (ndim - len(value_batch)) + tuple(value_batch)
+    if not all(p == 1 or v == 1 for p, v in zip(params, values, strict=False)):
+        return None
+    value_axes = [a for a in range(ndim) if values[a] > 1]
+    param_axes = [a for a in range(ndim) if params[a] > 1]
+    table = jnp.reshape(table_of(), [values[a] for a in value_axes] + [params[a] for a in param_axes])
+    table = jnp.transpose(table, np.argsort(value_axes + param_axes))
+    return jnp.reshape(table, jnp.broadcast_shapes(params, values))
+
+
+def _one_hot(d) -> bool:
+    """A finite discrete family, or ``to_event`` of one."""
+    base = unexpanded(d.base_dist) if isinstance(d, dist.Independent) else d
+    return not isinstance(base, dist.Independent) and base.has_enumerate_support
+
+
+def _one_hot_log_prob(d, x):
+    """Σ over the event of log p(x_e | φ) as T(x) · log p(levels | φ), T one-hot: each value
+    picks its own log-probability, as ``log_prob`` does (no cancellation). A log-probability
+    of -inf (a level the parameters rule out) would give 0 · -inf = NaN in the product: it
+    enters as a floor that no sum of finite log-probabilities reaches, and a value that
+    picks it is -inf again."""
+    family = family_of(d)
+    statistics = family.statistics(x)
+    coefficients = family.coefficients(d, 0.0)
+    size = statistics.shape[-1]
+    floor = jnp.finfo(coefficients.dtype).min / (4 * size)
+    coefficients = jnp.where(coefficients == -jnp.inf, floor, coefficients)
+    table = jnp.reshape(statistics, (-1, size)) @ jnp.reshape(coefficients, (-1, size)).T
+    return jnp.where(table <= 0.5 * floor, -jnp.inf, table)
 
 
 def _poisson_statistics(x):

@@ -14,8 +14,11 @@ so σ itself is the output at inputs holding their own indices (see
 :mod:`em._src.kernels.closed_form`).
 
 Each selection also records how many of its trailing axes are whole copies of the
-inputs' trailing axes (``intact``): a mixture component's location row, or its
-Cholesky factor, kept whole by ``locs[z]`` and ``scale_tril[z]``.
+inputs' trailing axes (``intact``, counting axes of size greater than one): a mixture
+component's location row, or its Cholesky factor, kept whole by ``locs[z]`` and
+``scale_tril[z]``. Calls (``jit``, ``custom_jvp``) are read through, and a ``scan``'s body
+with its carry joined until it settles; any other primitive that an input reaches makes
+the output no selection.
 """
 
 from collections.abc import Callable
