@@ -291,3 +291,68 @@ def test_a_non_conjugate_or_hierarchical_prior_falls_back():
     roles = _roles_of(model, x)
     assert "locs" not in roles and "scales" not in roles and "centre" not in roles
     assert _roles_of(model, x, priors=False)["scales"] == "normal_scale"
+
+
+def test_a_mask_inside_to_event_falls_back():
+    """``Normal(loc, 1).mask(m).to_event(1)``: the E-step's weights carry only the masks outside
+    to_event, so a closed form would count the masked entries (found in review: means of 30
+    where the masked mean is 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 2))
+    keep = rng.uniform(size=(12, 2)) < 0.7
+    x = np.where(keep, x, 100.0)
+
+    def model(x, keep):
+        loc = numpyro.param("loc", jnp.zeros(2))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("x", dist.Normal(loc, 1.0).mask(keep).to_event(1), obs=x)
+
+    assert "loc" not in _roles_of(model, x, keep)
+
+
+def test_a_gather_that_fills_out_of_bounds_positions_falls_back():
+    """``mu.at[g].get(mode="fill")`` puts a constant, not an entry of mu, where g is out of bounds."""
+    g = np.array([0, 1, 2, 2, 0, 1])
+    y = np.array([0.5, 1.1, 0.2, -0.1, 0.4, 1.3])
+
+    def model(g, y):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu.at[g].get(mode="fill", fill_value=0.0), 1.0), obs=y)
+
+    assert "mu" not in _roles_of(model, g, y)
+
+
+def test_a_scan_carry_that_starts_as_a_constant_falls_back():
+    """A carry that is 0 at the first steps and mu[0] later is no selection of mu."""
+    from numpyro.contrib.control_flow import scan
+
+    x = np.array([100.0, 100.0, 1.2, 0.8, 1.1, 0.9])
+
+    def model(x):
+        mu = numpyro.param("mu", jnp.zeros(2))
+
+        def step(carry, x_t):
+            m, m2 = carry
+            numpyro.sample("x", dist.Normal(m, 1.0), obs=x_t)
+            return (m2, mu[0]), None
+
+        scan(step, (jnp.zeros(()), jnp.zeros(())), x)
+
+    assert "mu" not in _roles_of(model, x)
+
+
+def test_binomials_with_unequal_trial_counts():
+    """No shared support: the log-densities take NumPyro's own route (the one-hot one needs a
+    common support); the success probabilities are still solved exactly."""
+    trials = np.array([3, 5, 5, 3, 5, 3])
+    successes = np.array([1, 4, 5, 0, 3, 2])
+
+    def model(successes, trials):
+        probs = numpyro.param("probs", jnp.array([0.3, 0.6]), constraint=constraints.unit_interval)
+        weights = numpyro.param("weights", jnp.ones(2) / 2, constraint=constraints.simplex)
+        with numpyro.plate("data", successes.shape[0]):
+            z = numpyro.sample("z", dist.Categorical(weights))
+            numpyro.sample("k", dist.Binomial(trials, probs[z]), obs=successes)
+
+    _assert_same_maximiser(model, successes, trials, sites=["probs", "weights"])

@@ -117,6 +117,7 @@ class Factor(NamedTuple):
 
     base: type  # the distribution under masks, plate expansion and ``to_event``
     event: tuple  # the axes ``to_event`` added around it
+    masked_inside: bool  # see :func:`_masked_inside`
 
 
 def _layers(fn):
@@ -127,6 +128,18 @@ def _layers(fn):
             masks.append(mask_of(fn))
         fn = fn.base_dist
     return fn, masks
+
+
+def _masked_inside(fn) -> bool:
+    """Whether a mask lies under ``to_event`` (``d.mask(m).to_event(1)``): the E-step's weights
+    carry the masks outside it only, so the cells' statistics would count masked entries."""
+    inside = False
+    while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution, dist.Independent)):
+        if isinstance(fn, dist.MaskedDistribution) and inside:
+            return True
+        inside = inside or isinstance(fn, dist.Independent)
+        fn = fn.base_dist
+    return False
 
 
 def _fields(d) -> dict:
@@ -164,7 +177,7 @@ def plan(trace_at, sites, params: dict, use_priors: bool) -> Plan:
             site = trace[name]
             base, masks = _layers(site["fn"])
             event = tuple(site["fn"].event_shape[: len(site["fn"].event_shape) - base.event_dim])
-            statics[name] = Factor(type(base), event)
+            statics[name] = Factor(type(base), event, _masked_inside(site["fn"]))
             factors[name] = _fields(base)
             values[name] = site["value"]
             rest += [*masks, site["scale"]]
@@ -221,7 +234,7 @@ def _block(p, dependence, statics, prior_types, use_priors) -> Block | None:
             if attribute not in roles or not isinstance(dep, (selection.Dependence, type(None))):
                 others.append(dep)
             elif reaches(dep):
-                if not dep.selection or dep.intact < _INTACT.get(roles[attribute], 0):
+                if not dep.selection or dep.intact < _INTACT.get(roles[attribute], 0) or statics[factor].masked_inside:
                     return None
                 uses.append(Use(factor, attribute, roles[attribute]))
     others += list(dependence["priors"].values())
@@ -279,7 +292,10 @@ def _sweeps(plan: Plan, locations: list, others: list, summaries: dict, params: 
     def sweep(carry):
         count, current, _ = carry
         new = _solved(plan, others, summaries, _solved(plan, locations, summaries, current))
-        moved = [jnp.max(jnp.abs(new[k] - current[k]) / jnp.maximum(jnp.abs(current[k]), 1e-300)) for k in sites]
+        moved = [
+            jnp.max(jnp.abs(new[k] - current[k]) / jnp.maximum(jnp.abs(current[k]), jnp.finfo(current[k].dtype).tiny))
+            for k in sites
+        ]
         return count + 1, new, functools.reduce(jnp.maximum, moved) > 4 * jnp.finfo(moved[0].dtype).eps
 
     def unsettled(carry):

@@ -120,9 +120,9 @@ def _outer(param_batch, value_batch, table_of):
 
 
 def _one_hot(d) -> bool:
-    """A finite discrete family, or ``to_event`` of one."""
+    """A finite discrete family (with one support for all its cells), or ``to_event`` of one."""
     base = unexpanded(d.base_dist) if isinstance(d, dist.Independent) else d
-    return not isinstance(base, dist.Independent) and base.has_enumerate_support
+    return not isinstance(base, dist.Independent) and base.has_enumerate_support and family_of(d) is not None
 
 
 def _one_hot_log_prob(d, x):
@@ -130,7 +130,7 @@ def _one_hot_log_prob(d, x):
     picks its own log-probability, as ``log_prob`` does (no cancellation). A log-probability
     of -inf (a level the parameters rule out) would give 0 · -inf = NaN in the product: it
     enters as a floor that no sum of finite log-probabilities reaches, and a value that
-    picks it is -inf again."""
+    picks it is -inf again. Rows are the values' cells, columns the parameters'."""
     family = family_of(d)
     statistics = family.statistics(x)
     coefficients = family.coefficients(d, 0.0)
@@ -138,7 +138,10 @@ def _one_hot_log_prob(d, x):
     floor = jnp.finfo(coefficients.dtype).min / (4 * size)
     coefficients = jnp.where(coefficients == -jnp.inf, floor, coefficients)
     table = jnp.reshape(statistics, (-1, size)) @ jnp.reshape(coefficients, (-1, size)).T
-    return jnp.where(table <= 0.5 * floor, -jnp.inf, table)
+    table = jnp.where(table <= 0.5 * floor, -jnp.inf, table)
+    # a value outside the support has no level of its own: -inf, as log_prob gives
+    inside = jnp.reshape(jnp.asarray(d.support(x)), (-1, 1))
+    return jnp.where(inside, table, -jnp.inf)
 
 
 def _poisson_statistics(x):
@@ -153,7 +156,7 @@ def _finite_discrete(d) -> Family | None:
     """Any family on an integer range {a, ..., a+S-1}: T(x) = one-hot(x - a)."""
     try:
         support = d.enumerate_support(expand=False)
-    except (NotImplementedError, ValueError):
+    except (NotImplementedError, ValueError, jax.errors.ConcretizationTypeError):  # no common support
         return None
     low, size = support.reshape(-1)[0], support.shape[0]
 

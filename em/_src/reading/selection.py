@@ -112,7 +112,7 @@ def _rule(eqn, inputs) -> list:
         return _scan(eqn, inputs)
     if name in _INDEXED:
         operand, positions = inputs[0], inputs[_INDEXED[name] :]
-        if any(s is not None for s in positions) or not _selection(operand):
+        if any(s is not None for s in positions) or not _selection(operand) or _fills(eqn):
             return mixed
         return [Dependence(sources, True, _intact(eqn, operand.intact))]
     if name in _UNARY:
@@ -150,9 +150,18 @@ def _scan(eqn, inputs) -> list:
 
 
 def _join(a, b):
+    """The state of a carry that is ``a`` at one step and ``b`` at another: a constant at one
+    and a selection at the other is no selection (the constant is no entry of an input)."""
+    if a is None and b is None:
+        return None
     if a is None or b is None:
-        return a if b is None else b
+        return Dependence((a or b).sources, False)
     return Dependence(a.sources | b.sources, a.selection and b.selection, min(a.intact, b.intact))
+
+
+def _fills(eqn) -> bool:
+    """A gather that fills out-of-bounds positions with a constant (``mode="fill"``)."""
+    return "FILL" in str(eqn.params.get("mode", "")).upper()
 
 
 def _selection(state) -> bool:
