@@ -24,8 +24,8 @@ trailing axes a multivariate normal needs whole, its constraint is the role's na
 one, and its prior (if priors count) is the conjugate one above with hyperparameters
 that depend on no parameter. Every other site is left to the generic M-step.
 
-The M-step is then block-coordinate (ECM; Meng and Rubin, 1993): the generic M-step
-on the other sites first, then the locations given the scales, then everything else
+The M-step is then block-coordinate (ECM; Meng and Rubin, 1993): the locations given
+the scales first, then the generic M-step on the other sites, then everything else
 given the new locations. Each block maximises Q over its sites with the rest fixed,
 so Q never falls; where locations and scales select the same cells (a mixture's, an
 HMM's) the blocks together are the exact joint maximiser.
@@ -41,7 +41,7 @@ import numpy as np
 from numpyro import distributions as dist
 from numpyro.distributions import constraints
 
-from em._src.kernels import conjugate, enumeration
+from em._src.kernels import conjugate, enumeration, families
 from em._src.reading import selection
 from em._src.reading.numpyro_internals import mask_of
 from em._src.reading.sites import constrain
@@ -117,29 +117,21 @@ class Factor(NamedTuple):
 
     base: type  # the distribution under masks, plate expansion and ``to_event``
     event: tuple  # the axes ``to_event`` added around it
-    masked_inside: bool  # see :func:`_masked_inside`
+    masked_inside: bool  # a mask under ``to_event`` (see :func:`_layers`)
 
 
 def _layers(fn):
-    """The distribution under masks, plate expansion and ``to_event``, and the masks met."""
-    masks = []
+    """The distribution under masks, plate expansion and ``to_event``; the masks met; and
+    whether one lies under ``to_event`` (``d.mask(m).to_event(1)``: the E-step's weights carry
+    the masks outside it only, so the cells' statistics would count masked entries)."""
+    masks, inside, masked_inside = [], False, False
     while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution, dist.Independent)):
         if isinstance(fn, dist.MaskedDistribution):
             masks.append(mask_of(fn))
-        fn = fn.base_dist
-    return fn, masks
-
-
-def _masked_inside(fn) -> bool:
-    """Whether a mask lies under ``to_event`` (``d.mask(m).to_event(1)``): the E-step's weights
-    carry the masks outside it only, so the cells' statistics would count masked entries."""
-    inside = False
-    while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution, dist.Independent)):
-        if isinstance(fn, dist.MaskedDistribution) and inside:
-            return True
+            masked_inside = masked_inside or inside
         inside = inside or isinstance(fn, dist.Independent)
         fn = fn.base_dist
-    return False
+    return fn, masks, masked_inside
 
 
 def _fields(d) -> dict:
@@ -175,16 +167,16 @@ def plan(trace_at, sites, params: dict, use_priors: bool) -> Plan:
         factors, priors, values, rest = {}, {}, {}, []
         for name in names:
             site = trace[name]
-            base, masks = _layers(site["fn"])
+            base, masks, masked_inside = _layers(site["fn"])
             event = tuple(site["fn"].event_shape[: len(site["fn"].event_shape) - base.event_dim])
-            statics[name] = Factor(type(base), event, _masked_inside(site["fn"]))
+            statics[name] = Factor(type(base), event, masked_inside)
             factors[name] = _fields(base)
             values[name] = site["value"]
             rest += [*masks, site["scale"]]
         for p in sites.params:
             if p.has_prior:
                 prior = trace[p.name]
-                base, masks = _layers(prior["fn"])
+                base, masks, _ = _layers(prior["fn"])
                 priors[p.name] = _fields(base)
                 rest += [*masks, prior["scale"]]
         rest = [v for v in jax.tree_util.tree_leaves(rest) if v is not None]
@@ -217,7 +209,7 @@ def _prior_types(trace, sites) -> dict:
     found = {}
     for p in sites.params:
         if p.has_prior:
-            base, masks = _layers(trace[p.name]["fn"])
+            base, masks, _ = _layers(trace[p.name]["fn"])
             if not masks and trace[p.name]["scale"] is None:
                 found[p.name] = type(base)
     return found
@@ -382,7 +374,7 @@ def _solve(block: Block, plan: Plan, now: dict, summaries: dict, theta):
             return jnp.min(jnp.abs(jnp.diagonal(f["scale_tril"], axis1=-2, axis2=-1)))
 
         smallest = functools.reduce(jnp.minimum, [smallest_scale(now["factors"][u.factor]) for u in block.uses])
-        precision = lambda f: conjugate.precision_from_tril(f["scale_tril"] / smallest)  # noqa: E731
+        precision = lambda f: families.precision_from_tril(f["scale_tril"] / smallest)  # noqa: E731
         information = gathered(lambda c, f: c.arrays[0][..., None, None] * precision(f), event=2)
         weighted = gathered(lambda c, f: jnp.einsum("...ij,...j->...i", precision(f), c.arrays[1]), event=1)
         information, weighted = per_entry(information), per_entry(weighted)

@@ -7,6 +7,7 @@ sufficient statistics Σ w T(x - a) where the E-step kept them (their layout is
 of the factor's own values x.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -24,7 +25,7 @@ class Cells(NamedTuple):
     """
 
     arrays: tuple
-    residual: object
+    residual: Callable | None
 
 
 def _where_weighted(w, values):
@@ -157,14 +158,6 @@ def normal_scale(count, residual, current, prior_scale=None):
         has = (count > 0) | (v > 0)
     variance = jnp.maximum(variance, _variance_floor(jnp.where(has, variance, current**2)))
     return jnp.where(has, jnp.sqrt(variance), current)
-
-
-def precision_from_tril(scale_tril):
-    """Σ⁻¹ = L⁻ᵀ L⁻¹ for a Cholesky factor L (batched)."""
-    dim = scale_tril.shape[-1]
-    identity = jnp.broadcast_to(jnp.eye(dim, dtype=scale_tril.dtype), scale_tril.shape)
-    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
-    return jnp.swapaxes(tril_inv, -1, -2) @ tril_inv
 
 
 def cholesky_of_mean(scatter, count, current):

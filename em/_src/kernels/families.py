@@ -49,12 +49,17 @@ def _mvn_statistics(x):
     return jnp.concatenate([jnp.ones_like(x[..., :1]), x, flat], axis=-1)
 
 
+def precision_from_tril(scale_tril):
+    """Σ⁻¹ = L⁻ᵀ L⁻¹ for a Cholesky factor L (batched)."""
+    identity = jnp.broadcast_to(jnp.eye(scale_tril.shape[-1], dtype=scale_tril.dtype), scale_tril.shape)
+    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
+    return jnp.swapaxes(tril_inv, -1, -2) @ tril_inv
+
+
 def _mvn_coefficients(d, shift):
     dim = d.event_shape[-1]
     scale_tril = jnp.broadcast_to(d.scale_tril, (*d.batch_shape, dim, dim))
-    identity = jnp.broadcast_to(jnp.eye(dim), scale_tril.shape)
-    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
-    precision = jnp.swapaxes(tril_inv, -1, -2) @ tril_inv  # Σ⁻¹ = L⁻ᵀ L⁻¹
+    precision = precision_from_tril(scale_tril)
     loc = jnp.broadcast_to(d.loc, (*d.batch_shape, dim)) - shift
     precision_loc = jnp.einsum("...ij,...j->...i", precision, loc)
     half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril, axis1=-2, axis2=-1)), -1)
@@ -97,8 +102,8 @@ def log_prob(d, x):
     value_batch = jnp.shape(x)[: jnp.ndim(x) - d.event_dim]
     if type(d) is dist.MultivariateNormal:
         table = _outer(d.batch_shape, value_batch, lambda: _mvn_log_prob(d, x))
-    elif _one_hot(d):
-        table = _outer(parameter_batch_shape(d), value_batch, lambda: _one_hot_log_prob(d, x))
+    elif (family := _one_hot_family(d)) is not None:
+        table = _outer(parameter_batch_shape(d), value_batch, lambda: _one_hot_log_prob(d, family, x))
     else:
         table = None
     return d.log_prob(x) if table is None else jnp.broadcast_to(table, jnp.broadcast_shapes(d.batch_shape, value_batch))
@@ -119,19 +124,21 @@ def _outer(param_batch, value_batch, table_of):
     return jnp.reshape(table, jnp.broadcast_shapes(params, values))
 
 
-def _one_hot(d) -> bool:
-    """A finite discrete family (with one support for all its cells), or ``to_event`` of one."""
+def _one_hot_family(d) -> Family | None:
+    """The one-hot family of a finite discrete distribution (with one support for all its
+    cells), or of ``to_event`` of one; else None."""
     base = unexpanded(d.base_dist) if isinstance(d, dist.Independent) else d
-    return not isinstance(base, dist.Independent) and base.has_enumerate_support and family_of(d) is not None
+    if isinstance(base, dist.Independent) or not base.has_enumerate_support:
+        return None
+    return family_of(d)
 
 
-def _one_hot_log_prob(d, x):
+def _one_hot_log_prob(d, family: Family, x):
     """Σ over the event of log p(x_e | φ) as T(x) · log p(levels | φ), T one-hot: each value
     picks its own log-probability, as ``log_prob`` does (no cancellation). A log-probability
     of -inf (a level the parameters rule out) would give 0 · -inf = NaN in the product: it
     enters as a floor that no sum of finite log-probabilities reaches, and a value that
     picks it is -inf again. Rows are the values' cells, columns the parameters'."""
-    family = family_of(d)
     statistics = family.statistics(x)
     coefficients = family.coefficients(d, 0.0)
     size = statistics.shape[-1]
