@@ -6,7 +6,7 @@ hand-written EM's, each in a fresh process.
 Default problem: N = 100,000 points, K = 5 components, D = 2, full covariance,
 float64, MLE (scikit-learn has no priors; its covariance regularisation is switched
 off). All run exactly the iterations asked (tol = 0); the time per iteration is the slope
-between fits of --iters and 5 × --iters iterations (each the median of --repeats runs),
+between fits of --iters and 5 × --iters iterations (each the fastest of --repeats runs),
 so that no method's fixed costs (em.fit's start and its checks after the fit) count as
 iterations. The model is written as a user would write it from a textbook
 (:func:`textbook_mixture`: a Cholesky factor per component), so that every M-step is
@@ -213,7 +213,7 @@ def main(args):
     jax.config.update("jax_enable_x64", True)
     print(
         f"Gaussian mixture: N = {args.n:,}, K = {args.k}, D = {args.dim}, full covariance; "
-        f"{args.iters} EM iterations from the same start; median of {args.repeats} runs; {jax.device_count()} "
+        f"{args.iters} EM iterations from the same start; fastest of {args.repeats} runs; {jax.device_count()} "
         f"{jax.devices()[0].platform.upper()} device(s)\n"
     )
     sk_seconds, sk_ll = run_sklearn(x, start, args.iters, args.repeats)

@@ -7,7 +7,7 @@ Problems (K = 4 states): one sequence of T = 10,000 and 100,000 steps with 1-D a
 4-D emissions (full covariance for D > 1; for D = 1 hmmlearn's "diag"), and 100
 sequences of 1,000 steps (1-D). Each method runs exactly --iters iterations from the
 same start; the time per iteration is the slope between fits of --iters and 5 × --iters
-iterations (each the median of --repeats), so that no method's fixed costs (em.fit's start
+iterations (each the fastest of --repeats), so that no method's fixed costs (em.fit's start
 and its checks after the fit) count as iterations; for hmmlearn, which may stop early (see
 :func:`run_hmmlearn`), a fit of 5 × --iters over the iterations it made.
 dynamax compiles its EM loop anew on every ``fit_em`` call, so here ``fit_em``
@@ -173,7 +173,7 @@ def main(args):
         results[name]["hmmlearn, scaling (float64)"] = run_hmmlearn(x, start, args.iters, args.repeats, "scaling")
         results[name]["hmmlearn, log: default (float64)"] = run_hmmlearn(x, start, args.iters, args.repeats, "log")
     print(
-        f"Gaussian HMM, K = {K}; {args.iters} EM iterations from the same start; median of {args.repeats} runs; "
+        f"Gaussian HMM, K = {K}; {args.iters} EM iterations from the same start; fastest of {args.repeats} runs; "
         f"{jax.devices()[0].platform.upper()}"
     )
     if not _dynamax_available():

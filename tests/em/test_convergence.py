@@ -114,8 +114,11 @@ def test_accelerators_never_lower_the_objective_between_accepted_iterates(num_co
             result = em.fit(gmm.univariate, x, num_components, rng_key=jax.random.PRNGKey(seed), accelerate=scheme)
         collapsed = any("collapsed" in str(w.message) for w in caught)
         # Anderson, like plain EM, still crept after 1,000 steps on one of these (2 components,
-        # seed 0; warned of); SQUAREM converged there, to a higher maximum
-        assert bool(result.converged) or (scheme == "anderson" and result.stopped_because == "max_iter")
+        # seed 0; warned of); SQUAREM converged there, to a higher maximum. Towards a collapse
+        # the objective has no maximum to converge to: reaching max_iter there is warned of,
+        # and whether a stopping rule fires first is down to rounding (3 components, seed 3).
+        stopped = result.stopped_because == "max_iter" and (scheme == "anderson" or collapsed)
+        assert bool(result.converged) or stopped
         assert collapsed or _never_falls(result.history, result.num_iter), np.diff(np.asarray(result.history))
 
 

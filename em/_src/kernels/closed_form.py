@@ -278,23 +278,31 @@ def _sweeps(plan: Plan, locations: list, others: list, summaries: dict, params: 
     """More sweeps of the location and the other blocks until they settle (at most
     :data:`COUPLED_SWEEPS`). A prior on the locations, or a location shared by cells of
     several scales, couples the two; the sweeps cost no pass over the data and bring
-    the blocks to their joint maximiser. Uncoupled, the first sweep changes nothing."""
+    the blocks to their joint maximiser. Uncoupled, the first sweep changes nothing but
+    rounding. Settled: each site moved by at most 64 ε of its largest entry, or by no
+    less than the sweep before (rounding, not a contraction: an entry near zero has no
+    relative precision, and entrywise that kept a 2-D mixture sweeping 80 times an M-step)."""
     sites = [b.site for b in locations + others]
 
+    def moved(new, current):
+        def by(k):
+            size = jnp.maximum(jnp.max(jnp.abs(current[k])), jnp.finfo(current[k].dtype).tiny)
+            return jnp.max(jnp.abs(new[k] - current[k])) / size
+
+        return functools.reduce(jnp.maximum, [by(k) for k in sites])
+
     def sweep(carry):
-        count, current, _ = carry
+        count, current, last, _ = carry
         new = _solved(plan, others, summaries, _solved(plan, locations, summaries, current))
-        moved = [
-            jnp.max(jnp.abs(new[k] - current[k]) / jnp.maximum(jnp.abs(current[k]), jnp.finfo(current[k].dtype).tiny))
-            for k in sites
-        ]
-        return count + 1, new, functools.reduce(jnp.maximum, moved) > 4 * jnp.finfo(moved[0].dtype).eps
+        now = moved(new, current)
+        return count + 1, new, now, (now > 64 * jnp.finfo(now.dtype).eps) & (now < last)
 
     def unsettled(carry):
-        count, _, moving = carry
+        count, _, _, moving = carry
         return moving & (count < COUPLED_SWEEPS)
 
-    _, params, _ = jax.lax.while_loop(unsettled, sweep, (0, params, jnp.asarray(True)))
+    start = (0, params, jnp.asarray(jnp.inf, jnp.result_type(float)), jnp.asarray(True))
+    _, params, _, _ = jax.lax.while_loop(unsettled, sweep, start)
     return params
 
 

@@ -64,10 +64,11 @@ def log_prob_shape(site) -> tuple:
     return jnp.broadcast_shapes(tuple(site["fn"].batch_shape), value_batch)
 
 
-def site_log_prob(site, enumerated: bool):
-    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K)."""
+def site_log_prob(site, enumerated: bool, statistics=None):
+    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K).
+    ``statistics``: the E-step's ``(T(x - shift), shift)`` of the site's value, if any."""
     d, mask = unwrap(site["fn"])
-    base_log_prob = families.log_prob(d, site["value"])
+    base_log_prob = families.log_prob(d, site["value"], statistics)
     masked_value = 0.0
     if enumerated:
         masked_value = -jnp.log(site["fn"].enumerate_support(expand=False).shape[0])
@@ -95,12 +96,14 @@ def layout(trace, sites: ModelSites) -> tuple:
     return tuple(factors)
 
 
-def log_probs(trace, factors) -> dict:
-    """The log-probability tensor of each factor, by site name."""
+def log_probs(trace, factors, statistics=None) -> dict:
+    """The log-probability tensor of each factor, by site name; ``statistics`` the E-step's
+    sufficient statistics by site name (:func:`em._src.kernels.families.log_prob`)."""
+    statistics = statistics or {}
     return {
         f.name: partly_observed.evidence(trace[f.name], trace[f.evidence_for])
         if f.evidence_for
-        else site_log_prob(trace[f.name], f.enumerated)
+        else site_log_prob(trace[f.name], f.enumerated, statistics.get(f.name))
         for f in factors
     }
 
@@ -154,15 +157,39 @@ def _latents_innermost(log_prob, dim_to_name, latents):
     return log_prob, OrderedDict((i - len(order), name) for i, (_, name) in enumerate(order))
 
 
+def _merged(tensors: list, latents) -> list:
+    """``(log_prob, dim_to_name)`` pairs with each factor added into a larger one that has
+    the same plates and all of its latents: the sum-product must multiply the two before
+    it eliminates any of their names, so adding them first is exact, and it spares funsor
+    a product of exponentials per pair (a mixture's weight and density factors: the
+    E-step with its gradient 8.4 ms against 4.4 ms at K = 5, N = 100,000)."""
+    tensors = sorted(tensors, key=lambda t: -len(t[1]))
+    merged = []
+    for log_prob, dim_to_name in tensors:
+        names = set(dim_to_name.values())
+        for i, (into, into_names) in enumerate(merged):
+            larger = set(into_names.values())
+            if names <= larger and names - latents == larger - latents:
+                order = list(into_names.values())
+                merged[i] = (into + aligned(log_prob, dim_to_name, order), into_names)
+                break
+        else:
+            merged.append((log_prob, dim_to_name))
+    return merged
+
+
 def _funsor_contract(layout, log_probs: dict, latents, keep: frozenset, maximise: bool):
     """Σ_Z (or max_Z) Π_f f over ``layout``'s latents and plates, but for the names in
     ``keep``: a funsor whose inputs are the kept names."""
-    factors, plates = [], set()
+    tensors, plates = [], set()
     for factor in layout:
         log_prob = _sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name)
-        log_prob, dim_to_name = _latents_innermost(log_prob, factor.dim_to_name, latents)
-        factors.append(funsor.to_funsor(log_prob, output=funsor.Real, dim_to_name=dim_to_name))
+        tensors.append(_latents_innermost(log_prob, factor.dim_to_name, latents))
         plates |= set(factor.dim_to_name.values()) - latents
+    factors = [
+        funsor.to_funsor(_floored(log_prob), output=funsor.Real, dim_to_name=dim_to_name)
+        for log_prob, dim_to_name in _merged(tensors, latents)
+    ]
     plates = frozenset(plates)
     sum_op = funsor.ops.max if maximise else funsor.ops.logaddexp
     with funsor.interpretations.lazy:
@@ -191,7 +218,7 @@ def _contract_chain(chain: Chain, layout, log_probs: dict, latents, keep: str | 
     pair, unary = [], []
     for factor in stepped:
         log_prob = aligned(
-            _sum_unnamed_dims(log_probs[factor.name], factor.dim_to_name), factor.dim_to_name, step_names
+            _sum_unnamed_dims(_floored(log_probs[factor.name]), factor.dim_to_name), factor.dim_to_name, step_names
         )
         (pair if chain.previous in factor.dim_to_name.values() else unary).append(log_prob)
     num_steps = max(jnp.shape(lp)[0] for lp in pair + unary)
@@ -225,9 +252,7 @@ def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = 
     a NaN gradient (exp(-inf - -inf)), which would spread into every posterior weight;
     floored, its gradient is finite and carries weight zero, as it should.
     """
-    dtype = jnp.result_type(*log_probs.values(), float)
-    floor = _impossible(dtype)
-    log_probs = {name: jnp.maximum(lp, floor) for name, lp in log_probs.items()}
+    floor = _impossible(jnp.result_type(*log_probs.values(), float))
     latents = frozenset(f.name for f in layout if f.enumerated)
     chain = chain_of(layout)
     if chain is not None:
@@ -236,6 +261,16 @@ def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = 
         kept = frozenset() if keep is None else frozenset({keep})
         result = _funsor_contract(layout, log_probs, latents, kept, maximise).data
     return jnp.where(result > floor / 2, result, -jnp.inf)
+
+
+def _floored(log_prob):
+    """log f with -inf raised to :func:`_impossible` (NaN stays NaN, for the watchdog).
+
+    Applied once per tensor that funsor contracts, after :func:`_merged` adds factors:
+    floored factor by factor, the gradient of the floor cost a mixture's E-step 3 ms of
+    its 8 (K = 5, N = 100,000)."""
+    floor = _impossible(jnp.result_type(log_prob, float))
+    return jnp.where(log_prob < floor, floor, log_prob)
 
 
 def _impossible(dtype):

@@ -178,11 +178,11 @@ def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool) -> E
     layout = enumeration.layout(trace, sites)
     plans = plan(trace, layout, use_statistics)
     statistics = statistics_of(trace, layout, plans)
-    # log f from each distribution's own log_prob, not from Σ_j c_j(φ) T_j(x): with a tiny
-    # scale or data far from the shift that sum cancels catastrophically (a reported
-    # log-likelihood of +1805 where log p(x | θ) was -102.8), and it is what is reported,
-    # compared to stop, and used to rank restarts.
-    log_probs = enumeration.log_probs(trace, layout)
+    # log f from Σ_j c_j(φ) T_j(x) only where that sum cannot cancel beyond a bound
+    # (families.log_prob): with a tiny scale or data far from the shift it loses every
+    # digit (a reported log-likelihood of +1805 where log p(x | θ) was -102.8), and it is
+    # what is reported, compared to stop, and used to rank restarts.
+    log_probs = enumeration.log_probs(trace, layout, statistics)
     log_likelihood, weights = jax.value_and_grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
     summaries = summarise(trace, layout, weights, plans, statistics)
     return EStep(log_likelihood, enumeration.log_prior(trace, sites), summaries)

@@ -93,15 +93,49 @@ def _mvn_log_prob(d, x):
     return log_prob  # (value cells, parameter cells)
 
 
-def log_prob(d, x):
+# The most a log-density from sufficient statistics may lose to cancellation, in nats per
+# datum (a bound, see _mvn_log_prob_from_statistics); beyond it the whitened residuals.
+CANCELLATION_BOUND = 1e-12
+
+
+def _mvn_log_prob_from_statistics(d, statistics, exact):
+    """log N(x | loc, L Lᵀ) as T(x - a) · c(loc, L, a) (value cells, parameter cells): one
+    matrix product with statistics the E-step has already, where it is as good as
+    ``exact()``; else ``exact()``.
+
+    The sum's terms are at most λ_max(Σ⁻¹)(|x - a| + |loc - a|)² in size, so floating point
+    loses at most ε times that; λ_max ≤ ‖L⁻¹‖²_F. Where that bound is above
+    :data:`CANCELLATION_BOUND` for some component (always in float32; in float64 a
+    component narrow against the data's spread), the whitened residuals instead."""
+    t, shift = statistics
+    size, dim = t.shape[-1], d.event_shape[-1]
+    values = jnp.reshape(t, (-1, size))
+    coefficients = jnp.reshape(_mvn_coefficients(d, shift), (-1, size))
+    tril = jnp.broadcast_to(d.scale_tril, (*d.batch_shape, dim, dim)).reshape(-1, dim, dim)
+    tril_inv = jax.scipy.linalg.solve_triangular(tril, jnp.broadcast_to(jnp.eye(dim), tril.shape), lower=True)
+    radius = jnp.sqrt(jnp.max(jnp.sum(values[:, 1 : 1 + dim] ** 2, -1)))
+    distance = jnp.linalg.norm(jnp.broadcast_to(d.loc, (*d.batch_shape, dim)).reshape(-1, dim) - shift, axis=-1)
+    terms = jnp.sum(tril_inv**2, (-2, -1)) * (radius + distance) ** 2
+    safe = jnp.finfo(values.dtype).eps * jnp.max(terms) <= CANCELLATION_BOUND
+    return jax.lax.cond(safe, lambda: values @ coefficients.T, exact)
+
+
+def log_prob(d, x, statistics=None):
     """``d.log_prob(x)``, by a faster exact route where there is one, when the parameter and
     value batch shapes broadcast as an outer product (a mixture's components against its
-    data): one matrix product for a multivariate normal (whitened residuals), and for a
-    finite discrete family or ``to_event`` of one (a Bernoulli pixel vector, an answer to a
-    survey item), one-hot statistics times the table of log-probabilities."""
+    data): for a multivariate normal, the E-step's ``statistics`` (T(x - a), a) times
+    coefficients where that cannot cancel, else one matrix product of whitened residuals;
+    and for a finite discrete family or ``to_event`` of one (a Bernoulli pixel vector, an
+    answer to a survey item), one-hot statistics times the table of log-probabilities."""
     value_batch = jnp.shape(x)[: jnp.ndim(x) - d.event_dim]
     if type(d) is dist.MultivariateNormal:
-        table = _outer(d.batch_shape, value_batch, lambda: _mvn_log_prob(d, x))
+
+        def table_of():
+            if statistics is None:
+                return _mvn_log_prob(d, x)
+            return _mvn_log_prob_from_statistics(d, statistics, lambda: _mvn_log_prob(d, x))
+
+        table = _outer(d.batch_shape, value_batch, table_of)
     elif (family := _one_hot_family(d)) is not None:
         table = _outer(parameter_batch_shape(d), value_batch, lambda: _one_hot_log_prob(d, family, x))
     else:
