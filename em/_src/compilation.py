@@ -38,4 +38,5 @@ def jit(fun, **kwargs):
                 raise
             return nested(*args, **call_kwargs)
 
+    call.lower = top_level.lower
     return call

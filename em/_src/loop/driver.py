@@ -9,6 +9,7 @@ non-finite value (the watchdog). ``max_iter``, ``tol`` and ``param_tol`` are tra
 changing them does not compile the fit again.
 """
 
+import inspect
 import warnings
 from typing import Any, NamedTuple
 
@@ -508,6 +509,31 @@ def fit(
       >>> round(float(em.log_likelihood(mixture, result.params, x)), 2)
       -9.72
     """
+    prepared = _prepare(**locals())  # first: locals() is exactly fit's arguments
+    result, found = _fit_compiled(*prepared.arguments)
+    history = result.history
+    # sliced on the host where it can be: slicing on the device compiles a program per length
+    history = (
+        jnp.asarray(np.asarray(history)[: max_iter + 1]) if checks.is_concrete(history) else history[: max_iter + 1]
+    )
+    result = result._replace(history=history)
+    if prepared.derived.concrete and checks.is_concrete(prepared.init, result):
+        _report(found, result, prepared.derived.sites, num_restarts, stopping=prepared.stopping)
+    return result
+
+
+class _Prepared(NamedTuple):
+    arguments: tuple  # of the compiled fit
+    derived: Any
+    init: dict
+    stopping: bool  # whether a stopping rule is active
+
+
+def _prepare(
+    *, model, args, kwargs, rng_key, init, max_iter, tol, param_tol, accelerate, num_restarts, short_runs, priors,
+    sufficient_statistics, m_step,
+) -> _Prepared:  # fmt: skip
+    """em.fit's checks and defaults, before anything is compiled: the compiled fit's arguments."""
     bits = jnp.finfo(jnp.result_type(float)).bits
     if tol is None:  # the default rules: the objective's and the parameters'
         tol = DEFAULT_TOL[bits]
@@ -532,16 +558,20 @@ def fit(
     config = _Config(setup, int(num_restarts), _history_size(max_iter), short_runs)
     dtype = jnp.result_type(float)
     traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol, dtype))
-    result, found = _fit_compiled(config, derived.dynamic, init, rng_key, *traced)
-    history = result.history
-    # sliced on the host where it can be: slicing on the device compiles a program per length
-    history = (
-        jnp.asarray(np.asarray(history)[: max_iter + 1]) if checks.is_concrete(history) else history[: max_iter + 1]
-    )
-    result = result._replace(history=history)
-    if derived.concrete and checks.is_concrete(init, result):
-        _report(found, result, derived.sites, num_restarts, stopping=tol > 0 or param_tol > 0)
-    return result
+    return _Prepared((config, derived.dynamic, init, rng_key, *traced), derived, init, tol > 0 or param_tol > 0)
+
+
+def _lower(model: Model, *args: Any, **kwargs: Any) -> jax.stages.Lowered:
+    """``em.fit.lower(model, *args, rng_key=..., **kwargs)``: em.fit's compiled program for
+    these arguments, lowered and not run, as ``jax.jit(...).lower`` gives it. For reading
+    how XLA lays a fit out, such as over a mesh: ``.compile().as_text()`` shows the
+    collectives, ``.compile().memory_analysis()`` the bytes each device holds."""
+    bound = inspect.signature(fit).bind(model, *args, **kwargs)
+    bound.apply_defaults()
+    return _fit_compiled.lower(*_prepare(**bound.arguments).arguments)
+
+
+fit.lower = _lower
 
 
 def _log_likelihood(model, args, kwargs, params):

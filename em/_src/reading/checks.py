@@ -43,16 +43,37 @@ def check_model(sites: ModelSites):
         )
 
 
+def _first(bad):
+    """How many entries are True, and the index of the first (all zeros if none)."""
+    return jnp.sum(bad), jnp.unravel_index(jnp.argmax(bad.ravel()), bad.shape)
+
+
 @partial(compilation.jit, static_argnums=0)
-def _inside_support(structure, leaves, values: dict) -> dict:
+def _observed_flags(static, leaves, values: dict, masks: dict) -> dict:
+    """Per site: how many values that count are non-finite, and the first one's index;
+    where the support is known, the same for those outside it, with the first one's
+    value. Only these few numbers come back, the same in every process, also for data
+    spread over several (a process cannot read the values another holds)."""
+    structure, event_dims = static
     supports = jax.tree_util.tree_unflatten(structure, leaves)
-    return {name: support(values[name]) for name, support in supports.items()}
+    flags = {}
+    for name, event_dim in event_dims:
+        value, mask = values[name], masks[name]
+        finite = jnp.all(jnp.isfinite(value), axis=tuple(range(value.ndim - event_dim, value.ndim)))
+        flags[name] = {"non-finite": _first(~finite & mask)}
+        if name in supports:
+            inside = supports[name](jnp.where(jnp.isfinite(value), value, 0))
+            count, where = _first(~inside & jnp.broadcast_to(mask, inside.shape))
+            flags[name]["outside"] = (count, where, value[where])
+    return flags
 
 
 def check_observed(trace, sites: ModelSites):
     """Observed values must be finite and inside their distribution's support where they
-    count (masked-out entries may be anything, NaN included)."""
-    supports, values, masks = {}, {}, {}
+    count (masked-out entries may be anything, NaN included). One compiled call (cached
+    across fits) that reads all of the data where they are, a global array spread over
+    processes too, and returns only what an error message needs."""
+    supports, values, masks, event_dims = {}, {}, {}, []
     for name in sites.observed:
         site = trace[name]
         if not is_concrete(site["value"]):  # computed inside the model (a scan): not checkable here
@@ -60,28 +81,28 @@ def check_observed(trace, sites: ModelSites):
         mask = value_mask_of_shape(site)
         if not is_concrete(mask):
             continue
-        value = np.asarray(site["value"])
-        event_axes = tuple(range(value.ndim - site["fn"].event_dim, value.ndim))
-        finite = np.all(np.isfinite(value), axis=event_axes)
-        bad = ~finite & np.broadcast_to(np.asarray(mask), finite.shape)
-        if np.any(bad):
-            where = np.argwhere(bad)[0].tolist()
-            raise ValueError(
-                f"Observed site '{name}' has {int(bad.sum())} NaN or infinite value(s) "
-                f"(first at index {where}). Drop them, or mark them missing with obs_mask."
-            )
+        values[name], masks[name] = site["value"], mask
+        event_dims.append((name, site["fn"].event_dim))
         support = unwrap(site["fn"])[0].support
         if is_concrete(jax.tree_util.tree_leaves(support)):  # bounds that do not depend on θ
-            supports[name], values[name], masks[name] = support, np.where(np.isfinite(value), value, 0), mask
+            supports[name] = support
     leaves, structure = jax.tree_util.tree_flatten(supports)
-    for name, inside in _inside_support(structure, leaves, values).items():
-        inside = np.asarray(inside)
-        bad = ~inside & np.broadcast_to(np.asarray(masks[name]), inside.shape)
-        if np.any(bad):
-            where = tuple(np.argwhere(bad)[0].tolist())
+    flags = jax.device_get(_observed_flags((structure, tuple(event_dims)), leaves, values, masks))
+    for name, site_flags in flags.items():
+        count, where = site_flags["non-finite"]
+        if count:
             raise ValueError(
-                f"Observed site '{name}' has {int(bad.sum())} value(s) outside its distribution's support "
-                f"{supports[name]} (first at index {list(where)}: {np.asarray(values[name])[where].tolist()}). "
+                f"Observed site '{name}' has {int(count)} NaN or infinite value(s) "
+                f"(first at index {list(map(int, where))}). Drop them, or mark them missing with obs_mask."
+            )
+    for name, site_flags in flags.items():
+        if "outside" not in site_flags:
+            continue
+        count, where, value = site_flags["outside"]
+        if count:
+            raise ValueError(
+                f"Observed site '{name}' has {int(count)} value(s) outside its distribution's support "
+                f"{supports[name]} (first at index {list(map(int, where))}: {value.tolist()}). "
                 "Check the data's coding (categories count from 0), or mark them missing with obs_mask."
             )
 
