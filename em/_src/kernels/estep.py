@@ -102,18 +102,28 @@ def _broadcast_einsum(x, y, ndim, summed, x_stat, y_stat, keep_stat):
     return jnp.reshape(total, shape + list(total.shape[len(kept) :]))
 
 
-def _centred_statistics(site, family: Family):
-    """T(x - a) for a site's value; a the mean of its unmasked values (location families)."""
+def _valid(site):
+    d, _ = unwrap(site["fn"])
+    mask = value_mask(site)  # broadcasts with the value's batch shape
+    return jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
+
+
+def _shift(site, family: Family):
+    """The mean of a site's unmasked values for a location family, else zero."""
     d, _ = unwrap(site["fn"])
     value = site["value"]
-    mask = value_mask(site)  # broadcasts with the value's batch shape
-    valid = jnp.reshape(mask, jnp.shape(mask) + (1,) * d.event_dim)  # over the event axes too
-    shift = jnp.zeros(d.event_shape, jnp.result_type(value, float))
-    if family.location:
-        axes = tuple(range(jnp.ndim(value) - d.event_dim))
-        counted = jnp.broadcast_to(valid, jnp.shape(value))
-        shift = jnp.sum(jnp.where(counted, value, 0.0), axes) / jnp.maximum(jnp.sum(counted, axes), 1)
-    return family.statistics(jnp.where(valid, value - shift, 0.0)), shift
+    if not family.location:
+        return jnp.zeros(d.event_shape, jnp.result_type(value, float))
+    axes = tuple(range(jnp.ndim(value) - d.event_dim))
+    counted = jnp.broadcast_to(_valid(site), jnp.shape(value))
+    return jnp.sum(jnp.where(counted, value, 0.0), axes) / jnp.maximum(jnp.sum(counted, axes), 1)
+
+
+def _centred_statistics(site, family: Family, shift=None):
+    """T(x - a) for a site's value, and a: by default the mean of its unmasked values
+    (location families; see :func:`_shift`)."""
+    shift = _shift(site, family) if shift is None else shift
+    return family.statistics(jnp.where(_valid(site), site["value"] - shift, 0.0)), shift
 
 
 def _effective_weights(site, weights):
@@ -160,24 +170,34 @@ def expected_log_joint(trace, layout, plans: dict, summaries: dict):
     return total
 
 
-def statistics_of(trace, layout, plans: dict) -> dict:
-    """T(x - shift) and the shift of every site summarised by sufficient statistics."""
+def statistics_of(trace, layout, plans: dict, shifts: dict | None = None) -> dict:
+    """T(x - shift) and the shift of every site summarised by sufficient statistics
+    (``shifts`` by site name: the whole data's, when ``trace`` holds a part of them)."""
     return {
-        f.name: _centred_statistics(trace[f.name], plans[f.name].family)
+        f.name: _centred_statistics(trace[f.name], plans[f.name].family, (shifts or {}).get(f.name))
         for f in _with_theta(layout)
         if plans[f.name].family is not None
     }
 
 
-def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool) -> EStep:
+def statistics_shifts(trace, sites: ModelSites, use_statistics: bool) -> dict:
+    """The shift of every site summarised by sufficient statistics, by site name."""
+    layout = enumeration.layout(trace, sites)
+    plans = plan(trace, layout, use_statistics)
+    return {name: _shift(trace[name], p.family) for name, p in plans.items() if p.family is not None}
+
+
+def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool, shifts: dict | None = None) -> EStep:
     """log p(X | θ) and the summaries of p(Z | X, θ) that Q(· | θ) needs.
 
-    ``trace_at(params)`` is the model's enumerated trace (:func:`em._src.reading.scans.tracer`).
+    ``trace_at(params)`` is the model's enumerated trace (:func:`em._src.reading.scans.tracer`);
+    ``shifts``: the statistics' shifts (:func:`statistics_shifts`) where the trace holds a
+    part of the data.
     """
     trace = trace_at(params)
     layout = enumeration.layout(trace, sites)
     plans = plan(trace, layout, use_statistics)
-    statistics = statistics_of(trace, layout, plans)
+    statistics = statistics_of(trace, layout, plans, shifts)
     # log f from Σ_j c_j(φ) T_j(x) only where that sum cannot cancel beyond a bound
     # (families.log_prob): with a tiny scale or data far from the shift it loses every
     # digit (a reported log-likelihood of +1805 where log p(x | θ) was -102.8), and it is

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.kernels import closed_form, estep, initialisation
+from em._src.kernels import chunks, closed_form, estep, initialisation
 from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.state import EMInfo, EMState, finite_flags, no_step_info
@@ -49,6 +49,7 @@ class Setup(NamedTuple):
     use_statistics: bool
     m_step: MStep
     accelerate: str | None = None  # a key of acceleration.ACCELERATORS, or None for plain EM
+    chunk_size: int | None = None  # rows of the data plate per chunk of the E-step; None: all at once
 
 
 class Kernel(NamedTuple):
@@ -59,16 +60,25 @@ class Kernel(NamedTuple):
     before_start: Callable  # (rng_key, init) -> EMState at iteration -1
     advance: Callable  # (EMState, jump=None) -> (EMState, EMInfo)
     plan: closed_form.Plan | None = None  # the sites solved exactly (None: closed forms off)
+    chunks: tuple | None = None  # (trace_at(params, chunk), chunks) where the E-step runs in chunks
+    maximise: Callable | None = None  # (unconstrained, summaries) -> (unconstrained, MStepInfo): the M-step
 
 
-def kernel(setup: Setup, dynamic) -> Kernel:
-    """Trace the model's E-step, Q and M-step for the data ``dynamic`` (inside a jit)."""
+def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
+    """Trace the model's E-step, Q and M-step for the data ``dynamic`` (inside a jit);
+    ``shifts``: the statistics' centres, where ``dynamic`` is a part of the data
+    (:func:`em._src.kernels.estep.statistics_shifts`)."""
     args, kwargs = arguments.join(setup.arguments, dynamic)
     sites = inspect_model(model_trace(setup.model, args, kwargs))
     defaults = {p.name: p.default for p in sites.params}
     trace_at = scans.tracer(setup.model, sites, args, kwargs, defaults)
     # jit: the start's eval_shape and the step trace the E-step once between them.
-    e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics))
+    e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics, shifts=shifts))
+    data_chunks = None
+    if setup.chunk_size is not None:
+        full = trace_at(defaults)
+        data_chunks = chunks.chunked(setup.model, sites, args, kwargs, chunks.data_plate(full, sites), setup.chunk_size)
+        e_step = _chunked_e_step(setup, sites, data_chunks, estep.statistics_shifts(full, sites, setup.use_statistics))
     q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
     exact = closed_form.plan(trace_at, sites, defaults, setup.use_priors) if setup.m_step.closed_form else None
 
@@ -96,6 +106,13 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         iteration = -jnp.ones((), jnp.int32)
         return EMState(constrain(sites, u), u, summaries, zero, zero, iteration, jnp.full((), jnp.inf), fixed)
 
+    def maximise(unconstrained: dict, summaries: dict):
+        """argmax Q(· | summaries), from ``unconstrained``: exact blocks, then Newton or optax."""
+        if exact is None:
+            return setup.m_step(lambda v: q(constrain(sites, v), summaries), unconstrained)
+        u, info = closed_form.maximise(exact, setup.m_step, q, sites, unconstrained, summaries)
+        return u, MStepInfo.none(jnp.result_type(float)) if info is None else info
+
     def advance(state: EMState, jump=None) -> tuple[EMState, EMInfo]:
         """One EM step; with ``jump = (flag, u)`` and the flag set, the E-step at u instead
         (no M-step, the iteration not counted): an accelerator's extrapolated point,
@@ -104,16 +121,10 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         jumping, target = jump if jump is not None else (jnp.asarray(False), state.unconstrained)
         skip = (starting & jnp.all(jnp.stack(list(state.fixed.values())))) | jumping
 
-        def m_step():
-            if exact is None:
-                return setup.m_step(lambda v: q(constrain(sites, v), state.summaries), state.unconstrained)
-            u, info = closed_form.maximise(exact, setup.m_step, q, sites, state.unconstrained, state.summaries)
-            return u, MStepInfo.none(state.objective.dtype) if info is None else info
-
         def unchanged():
             return state.unconstrained, MStepInfo.none(state.objective.dtype)
 
-        u, m_info = jax.lax.cond(skip, unchanged, m_step)
+        u, m_info = jax.lax.cond(skip, unchanged, lambda: maximise(state.unconstrained, state.summaries))
         # After the start's M-step, the sites that init fixes take their given values.
         u = {k: jnp.where(starting & state.fixed[k], state.unconstrained[k], v) for k, v in u.items()}
         u = {k: jnp.where(jumping, target[k], v) for k, v in u.items()}
@@ -125,7 +136,18 @@ def kernel(setup: Setup, dynamic) -> Kernel:
         new = EMState(params, u, e.summaries, e.log_likelihood, objective, iteration, change, state.fixed)
         return new, EMInfo(m_info, finite_flags(u, e.summaries, objective))
 
-    return Kernel(sites, trace_at, before_start, advance, exact)
+    return Kernel(sites, trace_at, before_start, advance, exact, data_chunks, maximise)
+
+
+def _chunked_e_step(setup: Setup, sites: ModelSites, data_chunks: tuple, shifts: dict) -> Callable:
+    """The E-step as a sum over chunks of the data plate (:mod:`em._src.kernels.chunks`),
+    the statistics centred on the whole data's means (``shifts``)."""
+    trace_at, data_chunks = data_chunks
+
+    def e_step(params):
+        return chunks.e_step(trace_at, data_chunks, sites, params, setup.use_statistics, shifts)
+
+    return jax.jit(e_step)
 
 
 def _init(setup: Setup, dynamic, init: dict, rng_key) -> EMState:

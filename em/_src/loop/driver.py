@@ -19,13 +19,13 @@ import numpy as np
 from numpyro import distributions as dist
 
 from em._src import compilation
-from em._src.kernels import enumeration
+from em._src.kernels import chunks, enumeration
 from em._src.loop import acceleration
 from em._src.loop.algorithm import Setup, kernel
 from em._src.loop.mstep import MStep, check_m_step
 from em._src.loop.results import STOP_REASONS, EMResult
 from em._src.loop.state import EMInfo, EMState, no_step_info, select
-from em._src.reading import checks
+from em._src.reading import arguments, checks
 from em._src.reading.derive import cast_init, derive, evaluator
 from em._src.reading.masking import masked_moments, unwrap, valid_entries
 from em._src.reading.numpyro_internals import outside_chain
@@ -174,14 +174,13 @@ def _converged(objective_met, parameters_met, tol, param_tol):
     return active & (objective_met | ~(tol > 0)) & (parameters_met | ~(param_tol > 0))
 
 
-def _coincident_values(layout, log_probs) -> dict:
-    """Per latent: which pairs of its values give every observed datum the same
-    log-density (to rounding) in every observed factor that depends on it: two
-    components fitted to the same data. A symmetric start stays there, a saddle point
-    that EM cannot leave (the objective is flat to second order along the split)."""
-    coincident = {}
+def _coincidence_extremes(layout, log_probs) -> dict:
+    """What :func:`_coincident_values` reads of the data, as maxima and conjunctions over the
+    data (so that parts of the data combine): per (latent, factor), the largest difference
+    between each pair of the latent's values' log-densities, the largest log-density in
+    size, and whether the two are finite at the same data."""
+    extremes = {}
     for latent in (f for f in layout if f.enumerated):
-        pairs = None
         for factor in layout:
             if factor.enumerated or factor.evidence_for or latent.name not in factor.dim_to_name.values():
                 continue
@@ -191,13 +190,27 @@ def _coincident_values(layout, log_probs) -> dict:
             values = jnp.reshape(values, (-1, values.shape[-1]))
             finite = jnp.where(jnp.isfinite(values), values, 0.0)
             difference = jnp.max(jnp.abs(finite[:, :, None] - finite[:, None, :]), axis=0)
-            scale = 1.0 + jnp.max(jnp.abs(finite))
-            same = difference <= 1e3 * jnp.finfo(values.dtype).eps * scale
-            same &= jnp.all(jnp.isfinite(values)[:, :, None] == jnp.isfinite(values)[:, None, :], axis=0)
-            pairs = same if pairs is None else pairs & same
-        if pairs is not None:
-            coincident[outside_chain(latent.name)] = pairs & ~jnp.eye(pairs.shape[0], dtype=bool)
-    return coincident
+            same_support = jnp.all(jnp.isfinite(values)[:, :, None] == jnp.isfinite(values)[:, None, :], axis=0)
+            extremes[(latent.name, factor.name)] = (difference, jnp.max(jnp.abs(finite)), same_support)
+    return extremes
+
+
+def _combined_extremes(a: dict, b: dict) -> dict:
+    return {k: (jnp.maximum(a[k][0], b[k][0]), jnp.maximum(a[k][1], b[k][1]), a[k][2] & b[k][2]) for k in a}
+
+
+def _coincident_values(extremes: dict) -> dict:
+    """Per latent: which pairs of its values give every observed datum the same
+    log-density (to rounding) in every observed factor that depends on it: two
+    components fitted to the same data. A symmetric start stays there, a saddle point
+    that EM cannot leave (the objective is flat to second order along the split).
+    ``extremes``: :func:`_coincidence_extremes` of the data."""
+    coincident = {}
+    for (latent, _), (difference, size, same_support) in extremes.items():
+        same = same_support & (difference <= 1e3 * jnp.finfo(difference.dtype).eps * (1.0 + size))
+        name = outside_chain(latent)
+        coincident[name] = same if name not in coincident else coincident[name] & same
+    return {k: v & ~jnp.eye(v.shape[0], dtype=bool) for k, v in coincident.items()}
 
 
 def _failed(info: EMInfo):
@@ -284,13 +297,13 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     if config.num_restarts == 1:
         result, finite, failed = outcome(loop(started(rng_key), max_iter))
         finite = jax.tree_util.tree_map(lambda x: x[None], finite)  # one restart
-        return result, _after_fit(em.sites, em.trace_at, result, finite, failed[None], result.num_iter[None])
+        return result, _after_fit(em, result, finite, failed[None], result.num_iter[None])
     keys = jax.random.split(rng_key, config.num_restarts)
     if config.short_runs is None:  # every restart to convergence, vmapped
         result, finite, failures = jax.vmap(lambda key: outcome(loop(started(key), max_iter)))(keys)
         best = _best_restart(result.objective, result, failures)
         best_result = jax.tree_util.tree_map(lambda x: x[best], result)._replace(num_failed=jnp.sum(failures))
-        return best_result, _after_fit(em.sites, em.trace_at, best_result, finite, failures, result.num_iter)
+        return best_result, _after_fit(em, best_result, finite, failures, result.num_iter)
     # em-EM (Biernacki, Celeux and Govaert 2003): short runs from every start, vmapped, then
     # only the most promising goes on, ranked by where it is going (Aitken's limit).
     short = jax.vmap(lambda key: loop(started(key), jnp.minimum(max_iter, config.short_runs)))(keys)
@@ -303,15 +316,25 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     failures = failures.at[best].set(best_failed)
     best_result = best_result._replace(num_failed=jnp.sum(failures))
     stopped_at = result.num_iter.at[best].set(best_result.num_iter)
-    return best_result, _after_fit(em.sites, em.trace_at, best_result, finite, failures, stopped_at)
+    return best_result, _after_fit(em, best_result, finite, failures, stopped_at)
 
 
-def _after_fit(sites, trace_at, result: EMResult, finite, failures, stopped_at) -> _Checks:
-    """Checks of the best fit: collapsed continuous densities, coinciding components."""
-    trace = trace_at(result.params)
-    collapsed = _relative_variances(trace, sites)
-    coincident = _coincident_values(*enumeration.data_factors(trace, sites))
-    return _Checks(finite, failures, stopped_at, collapsed, coincident)
+def _after_fit(em, result: EMResult, finite, failures, stopped_at) -> _Checks:
+    """Checks of the best fit: collapsed continuous densities, coinciding components (over
+    the data's chunks where the E-step has them, in the memory of one)."""
+    trace = em.trace_at(result.params)
+    collapsed = _relative_variances(trace, em.sites)
+    if em.chunks is None:
+        extremes = _coincidence_extremes(*enumeration.data_factors(trace, em.sites))
+    else:
+        trace_at, data_chunks = em.chunks
+
+        def of_chunk(chunk):
+            return _coincidence_extremes(*enumeration.data_factors(trace_at(result.params, chunk), em.sites))
+
+        first = of_chunk(jax.tree_util.tree_map(lambda x: x[0], data_chunks))
+        extremes = jax.lax.scan(lambda e, c: (_combined_extremes(e, of_chunk(c)), None), first, data_chunks)[0]
+    return _Checks(finite, failures, stopped_at, collapsed, _coincident_values(extremes))
 
 
 _fit_compiled = compilation.jit(_fit, static_argnums=0)
@@ -415,6 +438,7 @@ def fit(
     priors: bool = True,
     sufficient_statistics: bool = True,
     m_step: MStep | None = None,
+    chunk_size: int | None = None,
     **kwargs: Any,
 ) -> EMResult:
     """Fit the parameters of a NumPyro model by expectation-maximisation.
@@ -474,6 +498,13 @@ def fit(
       m_step: how to maximise Q: :func:`em.newton` (the default: trust-region Newton,
         optax L-BFGS beyond a few hundred parameters) or :func:`em.optax_m_step`, each
         with its step cap and gradient tolerance. Equal values share a compiled fit.
+      chunk_size: rows of the data plate per chunk of the E-step: the E-step runs over
+        the data in chunks, adding their summaries, so that beyond the data memory is
+        O(chunk_size · latent cells) (:mod:`em._src.kernels.chunks`). None (the default):
+        chunks of 2^22 / (latent cells) rows once rows × latent cells exceed 2^27 (a
+        1 GB float64 array), else the whole data at once (faster). For models whose
+        latents all lie in one plate, with no Markov chain, and whose M-step needs only
+        sums over the data (ValueError, naming the sites, otherwise).
 
     Returns:
       An :class:`EMResult`.
@@ -531,7 +562,7 @@ class _Prepared(NamedTuple):
 
 def _prepare(
     *, model, args, kwargs, rng_key, init, max_iter, tol, param_tol, accelerate, num_restarts, short_runs, priors,
-    sufficient_statistics, m_step,
+    sufficient_statistics, m_step, chunk_size,
 ) -> _Prepared:  # fmt: skip
     """em.fit's checks and defaults, before anything is compiled: the compiled fit's arguments."""
     bits = jnp.finfo(jnp.result_type(float)).bits
@@ -551,7 +582,11 @@ def _prepare(
     checks.check_init(init, derived.sites, strictly_inside=True)
     if num_restarts > 1 and len(init) == len(derived.sites.params):
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
-    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate)
+    model_args, model_kwargs = arguments.join(derived.static, derived.dynamic)
+    chunk_size = chunks.chunk_size_for(
+        model, derived.sites, model_args, model_kwargs, derived.trace, chunk_size, bool(sufficient_statistics)
+    )
+    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate, chunk_size)
     if short_runs is not None and (not isinstance(short_runs, (int, np.integer)) or short_runs < 1):
         raise ValueError(f"short_runs must be None or a positive integer, got {short_runs!r}.")
     short_runs = None if short_runs is None or num_restarts == 1 else int(short_runs)
