@@ -16,6 +16,7 @@ import importlib
 from em._src.loop.algorithm import EMAlgorithm, EMInfo, EMState, algorithm
 from em._src.loop.driver import ConvergenceWarning, EMNumericalError, EMWarning, fit, log_likelihood
 from em._src.loop.mstep import MStepInfo, Newton, OptaxMStep, newton, optax_m_step
+from em._src.loop.online import OnlineResult, online_fit
 from em._src.loop.results import EMResult, Posterior
 from em._src.reporting.information import Laplace, laplace
 from em._src.reporting.pointwise import pointwise_log_likelihood
@@ -54,6 +55,7 @@ __all__ = (
     "Laplace",
     "MStepInfo",
     "Newton",
+    "OnlineResult",
     "OptaxMStep",
     "Posterior",
     "algorithm",
@@ -62,6 +64,7 @@ __all__ = (
     "laplace",
     "log_likelihood",
     "newton",
+    "online_fit",
     "optax_m_step",
     "pointwise_log_likelihood",
     "posterior",
