@@ -6,6 +6,7 @@ fixed when JAX starts."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,13 +35,16 @@ split = em.fit(gmm.multivariate, sharded, 2, rng_key=jax.random.PRNGKey(0))
 out["mixture"] = difference(single, split)
 out["mixture_iterations"] = [int(single.num_iter), int(split.num_iter)]
 
-# what the compiled fit does with the sharded data (from given starting values)
+# what the compiled fit does with the sharded data, from given starting values
 program = em.fit.lower(gmm.multivariate, sharded, 2, rng_key=jax.random.PRNGKey(0), init=single.params).compile()
 text = program.as_text()
 out["entry"] = re.search(r"ENTRY[^\n]*", text).group(0)
 collective = r"\b(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)\("
 out["collectives"] = sorted(set(re.findall(collective, text)))
 out["argument_bytes"] = program.memory_analysis().argument_size_in_bytes
+# and from a random start (k-means++ anchors): what it gathers, by shape
+program = em.fit.lower(gmm.multivariate, sharded, 2, rng_key=jax.random.PRNGKey(0)).compile()
+out["random_start_gathers"] = re.findall(r"= (\S+) all-gather\(", program.as_text())
 
 # a Gaussian HMM with 40 sequences of 50 steps, sharded along the sequences
 sequences = jnp.asarray(rng.normal(np.where(rng.random((40, 50)) < 0.5, -2.0, 2.0), 1.0))
@@ -66,3 +70,5 @@ def test_sharded_fit_equals_the_single_device_fit_and_splits_the_work():
     assert out["argument_bytes"] < 4000 * 2 * 8 / 2
     # the E-step's sums cross devices as all-reduces; the data are never gathered
     assert out["collectives"] == ["all-reduce"], out["collectives"]
+    # a random start gathers one candidate per device (its arg-maxima), never the data
+    assert all(re.fullmatch(r"[fs]64\[4\]\{0\}", shape) for shape in out["random_start_gathers"]), out

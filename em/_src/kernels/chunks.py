@@ -83,29 +83,25 @@ def _rows_of(leaves, size: int) -> list:
 
 
 def chunked(model, sites: ModelSites, args, kwargs, plate: DataPlate, chunk_size: int):
-    """``(trace_at, chunks)``: ``trace_at(params, chunk)`` is the enumerated trace of one
-    chunk (``chunks`` stacks them along a leading axis, for ``lax.scan``)."""
+    """``(trace_at, chunks)``: ``trace_at(params, i)`` is the enumerated trace of chunk i,
+    ``chunks`` the chunks' indices (for ``lax.scan``). Chunk i reads rows [s, s + B) of the
+    data in place, s = min(i B, N − B), its rows before i B (the previous chunk's) masked:
+    no copy of the data."""
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     rows = _rows_of(leaves, plate.size)
-    num_chunks = -(-plate.size // chunk_size)
-    padding = num_chunks * chunk_size - plate.size
+    size = min(chunk_size, plate.size)
 
-    def split(x):
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], padding, axis=0)]) if padding else x
-        return jnp.reshape(x, (num_chunks, chunk_size, *jnp.shape(x)[1:]))
-
-    present = jnp.reshape(jnp.arange(num_chunks * chunk_size) < plate.size, (num_chunks, chunk_size))
-    chunks = ([split(x) for x, is_row in zip(leaves, rows, strict=True) if is_row], present)
-
-    def trace_at(params, chunk):
-        sliced, present_rows = chunk
-        sliced = iter(sliced)
-        chunk_leaves = [next(sliced) if is_row else x for x, is_row in zip(leaves, rows, strict=True)]
+    def trace_at(params, index):
+        start = jnp.minimum(index * size, plate.size - size)
+        chunk_leaves = [
+            jax.lax.dynamic_slice_in_dim(x, start, size) if is_row else x
+            for x, is_row in zip(leaves, rows, strict=True)
+        ]
         chunk_args, chunk_kwargs = jax.tree_util.tree_unflatten(treedef, chunk_leaves)
-        masked = _PresentRows(model, plate.name, present_rows)
+        masked = _PresentRows(model, plate.name, start + jnp.arange(size) >= index * size)
         return scans.tracer(masked, sites, chunk_args, chunk_kwargs, params)(params)
 
-    return trace_at, chunks
+    return trace_at, jnp.arange(-(-plate.size // size))
 
 
 def _added(total, part):
@@ -128,24 +124,23 @@ def e_step(trace_at, chunks, sites: ModelSites, params: dict, use_statistics: bo
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, first))
 
     def add(total, chunk):
-        return _added(total, one(chunk)), None
+        log_likelihood, summaries, log_prior = one(chunk)  # log p(θ): the same in every chunk
+        return (total[0] + log_likelihood, _added(total[1], summaries), log_prior), None
 
-    (log_likelihood, summaries, _), _ = jax.lax.scan(add, zeros, chunks)
-    _, _, log_prior = one(first)  # the same in every chunk: θ's prior only
+    (log_likelihood, summaries, log_prior), _ = jax.lax.scan(add, zeros, chunks)
     return estep.EStep(log_likelihood, log_prior, summaries)
 
 
-def whole_data_sites(trace_at, chunks, sites: ModelSites, params: dict, use_statistics: bool) -> list:
+def whole_data_sites(model, sites: ModelSites, args, kwargs, plate: DataPlate, params, use_statistics: bool) -> list:
     """The sites whose summaries keep the data plate's rows, so that the chunks' cannot be
     added: those whose summaries' shapes change with the number of rows in a chunk."""
 
     def shapes(rows):
-        chunk = jax.tree_util.tree_map(lambda x: x[0, :rows], chunks)
+        trace_at, _ = chunked(model, sites, args, kwargs, plate, rows)
 
         def summaries():
-            trace = trace_at(params, chunk)
-            shifts = estep.statistics_shifts(trace, sites, use_statistics)
-            return estep.e_step(lambda p: trace_at(p, chunk), sites, params, use_statistics, shifts).summaries
+            shifts = estep.statistics_shifts(trace_at(params, 0), sites, use_statistics)
+            return estep.e_step(lambda p: trace_at(p, 0), sites, params, use_statistics, shifts).summaries
 
         return jax.eval_shape(summaries)
 
@@ -173,8 +168,7 @@ def summed_plate(model, sites: ModelSites, args, kwargs, trace, use_statistics: 
     found = []
 
     def whole(params):
-        trace_at, data_chunks = chunked(model, sites, args, kwargs, plate, 3)
-        found.extend(whole_data_sites(trace_at, data_chunks, sites, params, use_statistics))
+        found.extend(whole_data_sites(model, sites, args, kwargs, plate, params, use_statistics))
 
     jax.eval_shape(whole, {p.name: p.default for p in sites.params})
     if found:

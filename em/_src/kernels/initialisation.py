@@ -82,6 +82,26 @@ def with_random_stream(key, function):
     return function(RandomStream(pool))
 
 
+def _row(values, index):
+    """``values[index]`` as a masked sum over the rows: on data sharded along the rows, a
+    sum of the devices' parts, where indexing gathers every row onto every device."""
+    here = jnp.arange(values.shape[0]) == index
+    return jnp.sum(jnp.where(here[:, None], values, 0.0), axis=0)
+
+
+def _largest(values, count: int):
+    """The indices of the ``count`` largest ``values`` (``lax.top_k``'s, ties to the lower
+    index), by ``count`` arg-maxima: each a reduction over the rows, where ``top_k``
+    gathers every row onto every device of sharded data."""
+
+    def next_largest(i, carry):
+        values, indices = carry
+        best = jnp.argmax(values)
+        return values.at[best].set(-jnp.inf), indices.at[i].set(best.astype(jnp.int32))
+
+    return jax.lax.fori_loop(0, count, next_largest, (values, jnp.zeros(count, jnp.int32)))[1]
+
+
 def _spread_rows(stream: RandomStream, features, num_anchors: int):
     """``num_anchors`` distinct rows chosen as greedy k-means++ chooses its centres
     (Arthur and Vassilvitskii, 2007; scikit-learn's ``kmeans_plusplus``): the first
@@ -96,7 +116,7 @@ def _spread_rows(stream: RandomStream, features, num_anchors: int):
     gumbels = stream.gumbel((num_anchors, num_rows), features.dtype)
 
     def distances(row):
-        return jnp.sum((features - features[row]) ** 2, axis=-1)
+        return jnp.sum((features - _row(features, row)) ** 2, axis=-1)
 
     nearest = distances(first)
     chosen = jnp.zeros(num_anchors, jnp.int32).at[0].set(first)
@@ -106,7 +126,7 @@ def _spread_rows(stream: RandomStream, features, num_anchors: int):
         taken = jnp.zeros(num_rows, bool).at[chosen].set(jnp.arange(num_anchors) < j)
         # uniform among the rows not taken when every distance is zero (duplicated data)
         weight = jnp.where(taken, 0.0, jnp.where(jnp.sum(nearest) > 0, nearest, 1.0))
-        candidates = jax.lax.top_k(jnp.log(weight) + gumbels[j], num_candidates)[1]  # ∝ weight, distinct
+        candidates = _largest(jnp.log(weight) + gumbels[j], num_candidates)  # ∝ weight, distinct
         after = jnp.minimum(nearest, jax.vmap(distances)(candidates))
         best = jnp.argmin(jnp.sum(after, axis=1))
         return chosen.at[j].set(candidates[best].astype(jnp.int32)), after[best]
@@ -162,7 +182,7 @@ def _anchors(stream: RandomStream, trace, layout, log_probs, carriers: dict, num
             rows = _spread_rows(stream, _row_features(trace, layout, name, dim, size), num_anchors)
             anchors[name] = (dim, size, rows, True)
         else:
-            rows = jax.lax.top_k(stream.uniform((size,)), num_anchors)[1]  # distinct, uniformly
+            rows = _largest(stream.uniform((size,)), num_anchors)  # distinct, uniformly
             anchors[name] = (dim, size, rows, False)
     return anchors
 
