@@ -1,8 +1,8 @@
-"""A fit on data sharded along the data plate over 4 (forced host) CPU devices equals the
-single-device fit, and each device holds and reads only its shard: the compiled fit's
-per-device data argument is a quarter of the data, and its collectives are all-reduces
-of summaries, never a gather of the data. Run in a subprocess, as the device count is
-fixed when JAX starts."""
+"""A fit (and the log-likelihood and posterior) on data sharded along the data plate over
+4 (forced host) CPU devices equals the single-device one, and each device holds and reads
+only its shard: the compiled fit's per-device data argument is a quarter of the data, and
+its collectives are all-reduces of summaries, never a gather of the data. Run in a
+subprocess, as the device count is fixed when JAX starts."""
 
 import json
 import os
@@ -34,6 +34,12 @@ single = em.fit(gmm.multivariate, x, 2, rng_key=jax.random.PRNGKey(0))
 split = em.fit(gmm.multivariate, sharded, 2, rng_key=jax.random.PRNGKey(0))
 out["mixture"] = difference(single, split)
 out["mixture_iterations"] = [int(single.num_iter), int(split.num_iter)]
+out["log_likelihood"] = abs(
+    float(em.log_likelihood(gmm.multivariate, single.params, x, 2))
+    - float(em.log_likelihood(gmm.multivariate, single.params, sharded, 2))
+)
+probs = [em.posterior(gmm.multivariate, single.params, data, 2).probs["z"] for data in (x, sharded)]
+out["posterior"] = float(jnp.max(jnp.abs(probs[0] - probs[1])))
 
 # what the compiled fit does with the sharded data, from given starting values
 program = em.fit.lower(gmm.multivariate, sharded, 2, rng_key=jax.random.PRNGKey(0), init=single.params).compile()
@@ -64,6 +70,7 @@ def test_sharded_fit_equals_the_single_device_fit_and_splits_the_work():
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4
     assert out["mixture"] < 1e-10 and out["hmm"] < 1e-10, out
+    assert out["log_likelihood"] < 1e-8 and out["posterior"] < 1e-12, out  # log-likelihood about -1.4e4
     assert out["mixture_iterations"][0] == out["mixture_iterations"][1]
     # each device's data argument is its quarter: f64[1000,2] of the 4,000 × 2
     assert "f64[1000,2]" in out["entry"] and "f64[4000,2]" not in out["entry"], out["entry"]
