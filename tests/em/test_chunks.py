@@ -36,6 +36,23 @@ def test_chunked_fit_equals_the_whole_data_fit(model, args, chunk_size):
     assert int(whole.num_iter) == int(chunked.num_iter)
 
 
+def scaled_mixture(x):
+    """A mixture whose data count twice (``handlers.scale``), as a subsample stands for more."""
+    with numpyro.handlers.scale(scale=2.0):
+        gmm.univariate(x, 2)
+
+
+def test_masked_rows_add_nothing_under_a_scale():
+    """The last chunk's repeated rows are masked: with a scale, a masked latent still adds
+    log Σ_k 1/K = 0 (scaled first, then masked: the other way round it added (1 - s) log K
+    per row, and the chunked log-likelihood was off by that)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(np.repeat([-2.0, 2.0], 25), 1.0))
+    whole = em.fit(scaled_mixture, x, rng_key=jax.random.PRNGKey(0))
+    chunked = em.fit(scaled_mixture, x, rng_key=jax.random.PRNGKey(0), chunk_size=7)
+    assert _largest_gap(whole, chunked) < 1e-10
+    np.testing.assert_allclose(whole.log_likelihood, em.log_likelihood(scaled_mixture, whole.params, x), rtol=1e-12)
+
+
 def test_chunked_e_step_memory_does_not_grow_with_the_data():
     """XLA's own account of the compiled fit's scratch memory at 100,000 points: with
     chunks of 1,000 rows, below 3 times the data's own bytes (copies of the data in

@@ -43,16 +43,17 @@ class DataPlate(NamedTuple):
 
 
 def data_plate(trace, sites: ModelSites) -> DataPlate | None:
-    """The largest plate that holds every latent and observed site, or None."""
+    """The outermost plate that holds every latent and observed site (the data's leading
+    axis, where :func:`chunked` slices), or None."""
     names = [n for n in (*sites.latents, *sites.observed) if n in trace]
     common = None
     for name in names:
-        frames = {f.name: f.size for f in trace[name]["cond_indep_stack"]}
+        frames = {f.name: (f.dim, f.size) for f in trace[name]["cond_indep_stack"]}
         common = frames if common is None else {k: v for k, v in common.items() if k in frames}
     if not common:
         return None
-    name = max(common, key=common.get)
-    return DataPlate(name, int(common[name]))
+    name = min(common, key=lambda n: common[n][0])
+    return DataPlate(name, int(common[name][1]))
 
 
 def automatic_chunk_size(trace, sites: ModelSites, plate: DataPlate) -> int | None:

@@ -65,17 +65,17 @@ def log_prob_shape(site) -> tuple:
 
 
 def site_log_prob(site, enumerated: bool, statistics=None):
-    """Masked and scaled log p of one traced site; masked enumerated cells count log(1/K).
+    """Scaled, then masked, log p of one traced site; masked enumerated cells count log(1/K),
+    unscaled, so that a masked datum adds log Σ_k 1/K = 0 whatever the scale.
     ``statistics``: the E-step's ``(T(x - shift), shift)`` of the site's value, if any."""
     d, mask = unwrap(site["fn"])
     base_log_prob = families.log_prob(d, site["value"], statistics)
+    if site["scale"] is not None:
+        base_log_prob = site["scale"] * base_log_prob
     masked_value = 0.0
     if enumerated:
         masked_value = -jnp.log(site["fn"].enumerate_support(expand=False).shape[0])
-    log_prob = jnp.broadcast_to(jnp.where(mask, base_log_prob, masked_value), log_prob_shape(site))
-    if site["scale"] is not None:
-        log_prob = site["scale"] * log_prob
-    return log_prob
+    return jnp.broadcast_to(jnp.where(mask, base_log_prob, masked_value), log_prob_shape(site))
 
 
 def _data_sites(trace, sites: ModelSites) -> list:
@@ -252,7 +252,9 @@ def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = 
     a NaN gradient (exp(-inf - -inf)), which would spread into every posterior weight;
     floored, its gradient is finite and carries weight zero, as it should.
     """
-    floor = _impossible(jnp.result_type(*log_probs.values(), float))
+    dtype = jnp.result_type(*log_probs.values(), float)
+    floor = _impossible(dtype)
+    log_probs = {name: jnp.asarray(lp, dtype) for name, lp in log_probs.items()}  # one floor for all
     latents = frozenset(f.name for f in layout if f.enumerated)
     chain = chain_of(layout)
     if chain is not None:

@@ -504,7 +504,11 @@ def fit(
         chunks of 2^22 / (latent cells) rows once rows × latent cells exceed 2^27 (a
         1 GB float64 array), else the whole data at once (faster). For models whose
         latents all lie in one plate, with no Markov chain, and whose M-step needs only
-        sums over the data (ValueError, naming the sites, otherwise).
+        sums over the data (ValueError, naming the sites, otherwise). Every array argument
+        whose first axis has the plate's size is cut into the chunks, so the model must
+        compute nothing from the whole data (``x.mean()``, ``len(x)`` outside the plate):
+        in a chunk it would see the chunk's. A random start still reads the whole data at
+        once (memory O(N · latent cells)); ``init`` for every site avoids it.
 
     Returns:
       An :class:`EMResult`.
