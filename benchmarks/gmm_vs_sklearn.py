@@ -74,22 +74,25 @@ def make_problem(n, k, dim, seed):
     return x, start
 
 
-def run_sklearn(x, start, iters, repeats):
+def sklearn_fit(x, start, num_iters):
+    """scikit-learn's GaussianMixture from ``start``: exactly ``num_iters`` iterations, no
+    covariance regularisation."""
     from sklearn.mixture import GaussianMixture
 
-    def run(num_iters):
-        return GaussianMixture(
-            len(start["weights"]),
-            covariance_type="full",
-            weights_init=start["weights"],
-            means_init=start["locs"],
-            precisions_init=np.linalg.inv(start["covs"]),
-            reg_covar=0.0,
-            max_iter=num_iters,
-            tol=0.0,
-        ).fit(x)
+    return GaussianMixture(
+        len(start["weights"]),
+        covariance_type="full",
+        weights_init=start["weights"],
+        means_init=start["locs"],
+        precisions_init=np.linalg.inv(start["covs"]),
+        reg_covar=0.0,
+        max_iter=num_iters,
+        tol=0.0,
+    ).fit(x)
 
-    seconds, _, model = per_iteration(run, iters, repeats)
+
+def run_sklearn(x, start, iters, repeats):
+    seconds, _, model = per_iteration(lambda num_iters: sklearn_fit(x, start, num_iters), iters, repeats)
     return seconds, model.score(x) * len(x)
 
 

@@ -59,20 +59,12 @@ def one(method, n, iters):
             times.append(time.perf_counter() - t)
         log_likelihood = float(fit.log_likelihood)
     else:
-        from sklearn.mixture import GaussianMixture
+        sys.path.insert(0, str(Path(__file__).parent))
+        from gmm_vs_sklearn import sklearn_fit
 
         for num_iters in (iters, iters, 3 * iters):
             t = time.perf_counter()
-            gm = GaussianMixture(
-                K,
-                covariance_type="full",
-                weights_init=start["weights"],
-                means_init=start["locs"],
-                precisions_init=np.linalg.inv(start["covs"]),
-                reg_covar=0.0,
-                max_iter=num_iters,
-                tol=0.0,
-            ).fit(x)
+            gm = sklearn_fit(x, start, num_iters)
             times.append(time.perf_counter() - t)
         log_likelihood = float(gm.score(x) * n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
