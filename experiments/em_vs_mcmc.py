@@ -103,11 +103,14 @@ def run_case(case: str, args):
 
 
 def print_case(result, args):
+    """The comparison's table; ``result["em_compiled_before"]`` when EM's time is a fit
+    compiled by an earlier one (its seconds then exclude compilation)."""
     c = result["comparison"]
+    em_timing = "compiled by an earlier fit" if result.get("em_compiled_before") else "with compilation"
     print(f"\n=== {result['description']}")
     print(
-        f"EM: {int(result['fit'].num_iter)} iterations, {args.restarts} restarts, {result['em_seconds']:.1f} s "
-        f"(with compilation); NUTS: {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), "
+        f"EM: {int(result['fit'].num_iter)} iterations, {args.restarts} restarts, {result['em_seconds']:.3g} s "
+        f"({em_timing}); NUTS: {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), "
         f"{result['nuts_seconds']:.1f} s (with compilation)"
     )
     print(
