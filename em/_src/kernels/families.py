@@ -49,10 +49,15 @@ def _mvn_statistics(x):
     return jnp.concatenate([jnp.ones_like(x[..., :1]), x, flat], axis=-1)
 
 
+def tril_inverse(scale_tril):
+    """L⁻¹ for a Cholesky factor L (batched)."""
+    identity = jnp.broadcast_to(jnp.eye(scale_tril.shape[-1], dtype=scale_tril.dtype), scale_tril.shape)
+    return jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
+
+
 def precision_from_tril(scale_tril):
     """Σ⁻¹ = L⁻ᵀ L⁻¹ for a Cholesky factor L (batched)."""
-    identity = jnp.broadcast_to(jnp.eye(scale_tril.shape[-1], dtype=scale_tril.dtype), scale_tril.shape)
-    tril_inv = jax.scipy.linalg.solve_triangular(scale_tril, identity, lower=True)
+    tril_inv = tril_inverse(scale_tril)
     return jnp.swapaxes(tril_inv, -1, -2) @ tril_inv
 
 
@@ -76,11 +81,7 @@ def _mvn_log_prob(d, x):
     a component's scale is tiny)."""
     dim = d.event_shape[-1]
     batch = d.batch_shape
-    tril_inv = jax.scipy.linalg.solve_triangular(
-        jnp.broadcast_to(d.scale_tril, (*batch, dim, dim)),
-        jnp.broadcast_to(jnp.eye(dim), (*batch, dim, dim)),
-        lower=True,
-    ).reshape(-1, dim, dim)
+    tril_inv = tril_inverse(jnp.broadcast_to(d.scale_tril, (*batch, dim, dim))).reshape(-1, dim, dim)
     values = jnp.reshape(x, (-1, dim))
     shift = jnp.nanmean(jnp.where(jnp.isfinite(values), values, jnp.nan), axis=0)
     shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
@@ -112,8 +113,7 @@ def _mvn_log_prob_from_statistics(d, statistics, exact):
     size, dim = t.shape[-1], d.event_shape[-1]
     values = jnp.reshape(t, (-1, size))
     coefficients = jnp.reshape(_mvn_coefficients(d, shift), (-1, size))
-    tril = jnp.broadcast_to(d.scale_tril, (*d.batch_shape, dim, dim)).reshape(-1, dim, dim)
-    tril_inv = jax.scipy.linalg.solve_triangular(tril, jnp.broadcast_to(jnp.eye(dim), tril.shape), lower=True)
+    tril_inv = tril_inverse(jnp.broadcast_to(d.scale_tril, (*d.batch_shape, dim, dim))).reshape(-1, dim, dim)
     radius = jnp.sqrt(jnp.max(jnp.sum(values[:, 1 : 1 + dim] ** 2, -1)))
     distance = jnp.linalg.norm(jnp.broadcast_to(d.loc, (*d.batch_shape, dim)).reshape(-1, dim) - shift, axis=-1)
     terms = jnp.sum(tril_inv**2, (-2, -1)) * (radius + distance) ** 2
