@@ -7,9 +7,9 @@ EM's E-step is a sum over the data plate: with every latent inside that plate,
 so the model can be traced on B rows at a time and the chunks' log-likelihoods and
 summaries added up in a ``lax.scan``: beyond the data, memory is O(B · cells) instead
 of O(N · cells). The rows are those of every array argument whose first axis is the
-data plate's size; the last chunk is padded with copies of the last row, masked out
-(a masked observation counts log 1, a masked latent's cells log(1/K) each, and a masked
-row's posterior weights count zero, see :mod:`em._src.kernels.estep`).
+data plate's size, read in place; the last chunk overlaps the one before, its repeated
+rows masked out (a masked observation counts log 1, a masked latent's cells log(1/K)
+each, and a masked row's posterior weights count zero, see :mod:`em._src.kernels.estep`).
 
 Only models whose summaries are all sums over the data plate can be chunked: a site
 whose parameters vary along it (a regression's mean) keeps its posterior weights per
@@ -54,6 +54,13 @@ def data_plate(trace, sites: ModelSites) -> DataPlate | None:
         return None
     name = min(common, key=lambda n: common[n][0])
     return DataPlate(name, int(common[name][1]))
+
+
+def _plate_and_chain(trace, sites: ModelSites) -> tuple:
+    """``(plate, chain)``: the data plate (None under a Markov chain, whose steps cannot be
+    cut into rows) and whether the model has such a chain."""
+    chain = any(is_scan_step(s) for s in trace.values() if s["type"] == "sample")
+    return (None if chain else data_plate(trace, sites)), chain
 
 
 def automatic_chunk_size(trace, sites: ModelSites, plate: DataPlate) -> int | None:
@@ -105,15 +112,6 @@ def chunked(model, sites: ModelSites, args, kwargs, plate: DataPlate, chunk_size
     return trace_at, jnp.arange(-(-plate.size // size))
 
 
-def _added(total, part):
-    """Summaries added up: the statistics' totals, not their shifts (the same in every chunk)."""
-
-    def add(a, b):
-        return estep.Statistics(a.total + b.total, b.shift) if isinstance(b, estep.Statistics) else a + b
-
-    return jax.tree_util.tree_map(add, total, part, is_leaf=lambda s: isinstance(s, estep.Statistics))
-
-
 def e_step(trace_at, chunks, sites: ModelSites, params: dict, use_statistics: bool, shifts: dict) -> estep.EStep:
     """The E-step (:func:`em._src.kernels.estep.e_step`) as a sum over the chunks."""
 
@@ -121,12 +119,11 @@ def e_step(trace_at, chunks, sites: ModelSites, params: dict, use_statistics: bo
         e = estep.e_step(lambda p: trace_at(p, chunk), sites, params, use_statistics, shifts)
         return e.log_likelihood, e.summaries, e.log_prior
 
-    first = jax.tree_util.tree_map(lambda x: x[0], chunks)
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, first))
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, chunks[0]))
 
     def add(total, chunk):
         log_likelihood, summaries, log_prior = one(chunk)  # log p(θ): the same in every chunk
-        return (total[0] + log_likelihood, _added(total[1], summaries), log_prior), None
+        return (total[0] + log_likelihood, estep.combine(jnp.add, total[1], summaries), log_prior), None
 
     (log_likelihood, summaries, log_prior), _ = jax.lax.scan(add, zeros, chunks)
     return estep.EStep(log_likelihood, log_prior, summaries)
@@ -161,8 +158,7 @@ def summed_plate(model, sites: ModelSites, args, kwargs, trace, use_statistics: 
     """The data plate, for ``purpose`` (an E-step in parts of it), checked before anything
     is compiled: ValueError, naming what stands in the way, where the E-step's summaries
     are not all sums over that plate."""
-    chain = any(is_scan_step(s) for s in trace.values() if s["type"] == "sample")
-    plate = None if chain else data_plate(trace, sites)
+    plate, chain = _plate_and_chain(trace, sites)
     if plate is None:
         reason = "a Markov chain (scan)" if chain else "no plate that holds every latent and observed site"
         raise ValueError(f"{purpose}: the model has {reason}, so its E-step cannot run on parts of the data.")
@@ -191,8 +187,7 @@ def chunk_size_for(model, sites: ModelSites, args, kwargs, trace, chunk_size, us
     if chunk_size is not None:
         plate = summed_plate(model, sites, args, kwargs, trace, use_statistics, purpose)
         return None if chunk_size >= plate.size else int(chunk_size)
-    chain = any(is_scan_step(s) for s in trace.values() if s["type"] == "sample")
-    plate = None if chain else data_plate(trace, sites)
+    plate, _ = _plate_and_chain(trace, sites)
     size = None if plate is None else automatic_chunk_size(trace, sites, plate)
     if size is None:
         return None

@@ -46,6 +46,18 @@ class Statistics(NamedTuple):
     shift: jax.Array
 
 
+def combine(function, *summaries) -> dict:
+    """``function`` of the summaries' sums, entry by entry: of a :class:`Statistics`, its
+    total (its shift is not a sum: the last one's is kept)."""
+
+    def one(*parts):
+        if isinstance(parts[-1], Statistics):
+            return Statistics(function(*(part.total for part in parts)), parts[-1].shift)
+        return function(*parts)
+
+    return jax.tree_util.tree_map(one, *summaries, is_leaf=lambda s: isinstance(s, Statistics))
+
+
 class EStep(NamedTuple):
     log_likelihood: jax.Array  # log p(X | θ_t), Z summed out
     log_prior: jax.Array  # log p(θ_t) (zero without priors)

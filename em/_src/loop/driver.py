@@ -332,8 +332,8 @@ def _after_fit(em, result: EMResult, finite, failures, stopped_at) -> _Checks:
         def of_chunk(chunk):
             return _coincidence_extremes(*enumeration.data_factors(trace_at(result.params, chunk), em.sites))
 
-        first = of_chunk(jax.tree_util.tree_map(lambda x: x[0], data_chunks))
-        extremes = jax.lax.scan(lambda e, c: (_combined_extremes(e, of_chunk(c)), None), first, data_chunks)[0]
+        first = of_chunk(data_chunks[0])
+        extremes = jax.lax.scan(lambda e, c: (_combined_extremes(e, of_chunk(c)), None), first, data_chunks[1:])[0]
     return _Checks(finite, failures, stopped_at, collapsed, _coincident_values(extremes))
 
 
