@@ -28,7 +28,7 @@ from em._src.kernels import chunks, estep
 from em._src.loop.algorithm import Setup, kernel
 from em._src.loop.mstep import MStep, check_m_step
 from em._src.loop.state import EMState
-from em._src.reading import arguments
+from em._src.reading import arguments, checks
 from em._src.reading.derive import cast_init, derive
 from em._src.reading.sites import constrain
 from em._src.typing import Model, ParamsLike, PRNGKey
@@ -53,37 +53,15 @@ class _State(NamedTuple):
     averaged: jax.Array  # how many
 
 
-def _scaled(summaries: dict, factor) -> dict:
-    """Summaries times ``factor`` (a statistics' shift is not a sum: kept)."""
-
-    def scale(s):
-        return estep.Statistics(s.total * factor, s.shift) if isinstance(s, estep.Statistics) else s * factor
-
-    return jax.tree_util.tree_map(scale, summaries, is_leaf=lambda s: isinstance(s, estep.Statistics))
-
-
-def _mixed(old: dict, new: dict, gamma) -> dict:
-    """(1 − γ) old + γ new, summary by summary."""
-
-    def mix(a, b):
-        if isinstance(b, estep.Statistics):
-            return estep.Statistics((1 - gamma) * a.total + gamma * b.total, b.shift)
-        return (1 - gamma) * a + gamma * b
-
-    return jax.tree_util.tree_map(mix, old, new, is_leaf=lambda s: isinstance(s, estep.Statistics))
-
-
-def _shifts(setup: Setup, dynamic) -> dict:
-    """The statistics' centres, from the first batch: every batch's statistics use them."""
+def _start(setup: Setup, dynamic, init: dict, rng_key) -> tuple:
+    """The state before the first batch, and the statistics' centres from it: every
+    batch's statistics use them."""
     k = kernel(setup, dynamic)
-    return estep.statistics_shifts(k.trace_at({p.name: p.default for p in k.sites.params}), k.sites, True)
-
-
-def _start(setup: Setup, dynamic, shifts: dict, init: dict, rng_key) -> _State:
+    shifts = estep.statistics_shifts(k.trace_at({p.name: p.default for p in k.sites.params}), k.sites, True)
     em_state = kernel(setup, dynamic, shifts).before_start(rng_key, init)
     zero = jnp.zeros((), jnp.result_type(float))
     no_sum = jax.tree_util.tree_map(jnp.zeros_like, em_state.unconstrained)
-    return _State(em_state, em_state.summaries, zero, jnp.zeros((), jnp.int32), no_sum, zero)
+    return _State(em_state, em_state.summaries, zero, jnp.zeros((), jnp.int32), no_sum, zero), shifts
 
 
 def _batch(setup: Setup, dynamic, shifts: dict, state: _State, rows, alpha, average_from) -> tuple:
@@ -91,11 +69,11 @@ def _batch(setup: Setup, dynamic, shifts: dict, state: _State, rows, alpha, aver
     k = kernel(setup, dynamic, shifts)
     new, _ = k.advance(state.em)
     gamma = jnp.where(state.batches == 0, 1.0, (state.batches + 2.0) ** -alpha)
-    mean = _mixed(state.mean, _scaled(new.summaries, 1.0 / rows), gamma)
+    mean = estep.combine(lambda old, now: (1 - gamma) * old + gamma * now / rows, state.mean, new.summaries)
     seen = state.seen + rows
     averaging = state.batches >= average_from
     total = jax.tree_util.tree_map(lambda t, u: t + jnp.where(averaging, u, 0.0), state.total, new.unconstrained)
-    em_state = new._replace(summaries=_scaled(mean, seen))
+    em_state = new._replace(summaries=estep.combine(lambda m: m * seen, mean))
     averaged = state.averaged + averaging
     return _State(em_state, mean, seen, state.batches + 1, total, averaged), new.log_likelihood / rows
 
@@ -109,7 +87,6 @@ def _finish(setup: Setup, dynamic, shifts: dict, state: _State) -> dict:
     return constrain(k.sites, u)
 
 
-_shifts_compiled = compilation.jit(_shifts, static_argnums=0)
 _start_compiled = compilation.jit(_start, static_argnums=0)
 _batch_compiled = compilation.jit(_batch, static_argnums=0)
 _finish_compiled = compilation.jit(_finish, static_argnums=0)
@@ -164,9 +141,9 @@ def online_fit(
             if state is None:
                 model_args, model_kwargs = arguments.join(derived.static, derived.dynamic)
                 chunks.summed_plate(model, derived.sites, model_args, model_kwargs, derived.trace, True, "online EM")
+                checks.check_init(init, derived.sites, strictly_inside=True)
                 setup = Setup(model, derived.static, bool(priors), True, m_step)
-                shifts = _shifts_compiled(setup, derived.dynamic)
-                state = _start_compiled(setup, derived.dynamic, shifts, init, rng_key)
+                state, shifts = _start_compiled(setup, derived.dynamic, init, rng_key)
             checked[shape] = chunks.data_plate(derived.trace, derived.sites).size
         rows = checked[shape]
         setup = setup._replace(arguments=static)
