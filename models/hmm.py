@@ -26,8 +26,9 @@ from numpyro import handlers
 from numpyro.contrib.control_flow import scan
 
 
-def _chain(x, num_states, emission, lengths, states, states_mask, observed_mask):
-    """The Markov chain over the steps of ``x`` (N, T, ...), emitting ``emission(z)``.
+def markov_chain(x, num_states, emission, lengths=None, states=None, states_mask=None, observed_mask=None):
+    """The Markov chain over the steps of ``x`` (N, T, ...), emitting ``emission(z)`` (for models of
+    other emissions, such as :func:`models.poisson.hidden_markov`).
 
     The chain starts from an extra state K, whose transition row is π: the first
     step draws from π and every later step from A, in one time-homogeneous scan.
@@ -85,11 +86,13 @@ def gaussian(
             return dist.MultivariateNormal(locs[z], scale_tril=scales[z][..., None] * corr_tril[z])
         return dist.Normal(locs[z, 0], scales[z, 0])
 
-    _chain(x, num_states, emission, lengths, states, states_mask, observed_mask)
+    markov_chain(x, num_states, emission, lengths, states, states_mask, observed_mask)
 
 
 def categorical(x, num_states: int, num_symbols: int, lengths=None, states=None, states_mask=None, observed_mask=None):
     """Categorical emissions: x of shape (N, T), symbols 0..num_symbols-1."""
     with numpyro.plate("states_emission", num_states):
         emission_probs = numpyro.sample("emission_probs", dist.Dirichlet(jnp.ones(num_symbols)))
-    _chain(x, num_states, lambda z: dist.Categorical(emission_probs[z]), lengths, states, states_mask, observed_mask)
+    markov_chain(
+        x, num_states, lambda z: dist.Categorical(emission_probs[z]), lengths, states, states_mask, observed_mask
+    )

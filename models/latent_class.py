@@ -11,7 +11,8 @@ Priors: flat (Dirichlet(1), Beta(1, 1)), so MAP-EM is the MLE that poLCA reports
 Data (``data/SOURCES.md``): :func:`load_gss82`, the 1982 General Social Survey's attitudes
 towards surveys (McCutcheon 1987; 1,202 respondents, four items with 3, 2, 2 and 3 levels);
 :func:`load_carcinoma`, seven pathologists' yes/no ratings of 118 slides (Agresti 2002,
-Table 13.1).
+Table 13.1); :func:`load_values`, 216 respondents' universalistic or particularistic answers to
+four dilemmas (Stouffer and Toby 1951; Goodman 1974).
 """
 
 import csv
@@ -44,6 +45,13 @@ def load_carcinoma(path=DATA / "carcinoma.csv") -> np.ndarray:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return np.array([[int(r[rater]) - 1 for rater in "ABCDEFG"] for r in rows])
+
+
+def load_values(path=DATA / "values.csv") -> np.ndarray:
+    """Answers to A-D, 1 = universalistic and 0 = particularistic (the file's 2 and 1), shape (216, 4)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return np.array([[int(r[item]) - 1 for item in "ABCD"] for r in rows])
 
 
 def latent_class(answers, num_classes: int, num_levels: tuple):
