@@ -4,11 +4,12 @@ Write p(X, Z | θ) once as a NumPyro model; :func:`fit` enumerates its discrete
 latents Z, derives Q(θ | θ_t) and runs EM as one compiled loop (:func:`algorithm`
 gives the same EM as pure ``init`` and ``step`` functions). :func:`laplace` gives the
 fit's standard errors, :func:`run_nuts` samples the same model with NUTS, and
-:func:`compare` puts the two side by side through ArviZ.
+:func:`compare` puts the two side by side through ArviZ; :func:`select_model` fits a
+family of models and sizes and tabulates AIC, BIC and ICL, as mclust does.
 
 The public API is what this module exports; everything under ``em._src`` is private.
 The reporting functions (:func:`compare`, :func:`to_inference_data`,
-:func:`run_nuts`) load ArviZ and pandas when first used, not on ``import em``.
+:func:`run_nuts`, :func:`select_model`) load ArviZ and pandas when first used, not on ``import em``.
 """
 
 import importlib
@@ -28,6 +29,8 @@ _REPORTING = {
     "compare": "em._src.reporting.comparison",
     "to_inference_data": "em._src.reporting.inference_data",
     "run_nuts": "em._src.reporting.mcmc",
+    "ModelSelection": "em._src.reporting.model_choice",
+    "select_model": "em._src.reporting.model_choice",
 }
 
 
@@ -54,6 +57,7 @@ __all__ = (
     "EMWarning",
     "Laplace",
     "MStepInfo",
+    "ModelSelection",
     "Newton",
     "OnlineResult",
     "OptaxMStep",
@@ -69,5 +73,6 @@ __all__ = (
     "pointwise_log_likelihood",
     "posterior",
     "run_nuts",
+    "select_model",
     "to_inference_data",
 )

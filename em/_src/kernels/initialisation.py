@@ -193,8 +193,11 @@ def _axis(tensor, dim):
 
 def _preferences(stream: RandomStream, factor, log_prob, latent: str, plates, anchors: dict):
     """Log-weights that make the j-th anchor of each of ``plates`` prefer value (j + s) mod K
-    of ``latent``, s a random shift: each value gets its own anchors."""
-    own = next(d for d, n in factor.dim_to_name.items() if n == latent)
+    of ``latent``, s a random shift: each value gets its own anchors. A latent of one
+    value (a one-component mixture) has no axis in the factor, and nothing to prefer."""
+    own = next((d for d, n in factor.dim_to_name.items() if n == latent), None)
+    if own is None:
+        return jnp.zeros_like(log_prob)
     num_values = jnp.shape(log_prob)[_axis(log_prob, own)]
     preference = jnp.zeros_like(log_prob)
     for name, (dim, size, rows, _) in sorted(anchors.items()):

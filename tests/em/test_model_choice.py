@@ -1,0 +1,105 @@
+"""em.select_model against mclust's published choice on Old Faithful and scikit-learn's BIC.
+
+mclust (Scrucca et al. 2016, The R Journal 8(1), its Old Faithful example): the best BIC is
+the shared full covariance (EEE) with three components, log-likelihood −1126.326, 11 free
+parameters, BIC −2314.316 in mclust's sign (2ℓ − k log N). mclust stops EM
+once ℓ changes by at most 1e-5 (1 + |ℓ|) = 0.011, so its ℓ may lie up to about that below the
+maximum; em.fit runs to 1e-8.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+
+import em
+from models import faithful, gmm
+
+MCLUST = {"log_likelihood": -1126.326, "num_free": 11, "bic": -2314.316}
+MCLUST_STOPPING = 1e-5 * (1 + 1126.326)  # mclust's last change of ℓ may be this large
+STRUCTURES = {"EEE": "tied", "VVV": "full"}
+
+
+@pytest.fixture(scope="module")
+def selection():
+    models = {name: functools.partial(gmm.multivariate, covariance=cov) for name, cov in STRUCTURES.items()}
+    x = jnp.asarray(faithful.load())
+    return em.select_model(models, x, rng_key=jax.random.PRNGKey(0), num_components=(2, 3, 4))
+
+
+def test_old_faithful_mclust_choice_and_numbers(selection):
+    assert selection.best == ("EEE", 3)
+    row = selection.table.loc[("EEE", 3)]
+    assert row["num_free"] == MCLUST["num_free"] and row["num_data"] == 272
+    # ours at or above mclust's, and no further than mclust's stopping rule allows
+    assert MCLUST["log_likelihood"] - 1e-6 <= row["log_likelihood"] <= MCLUST["log_likelihood"] + MCLUST_STOPPING
+    np.testing.assert_allclose(-row["bic"], MCLUST["bic"], atol=2 * MCLUST_STOPPING)
+    # the criteria's definitions, from the table's own columns
+    np.testing.assert_allclose(row["bic"], -2 * row["log_likelihood"] + 11 * np.log(272), rtol=1e-12)
+    np.testing.assert_allclose(row["aic"], -2 * row["log_likelihood"] + 22, rtol=1e-12)
+    assert (selection.table["warning"] == "").all()
+
+
+def _sklearn_at(params, covariance: str) -> GaussianMixture:
+    """scikit-learn's GaussianMixture holding our θ̂ (its BIC is then computed independently)."""
+    scale_tril = np.asarray(params["scales"])[..., None] * np.asarray(params["corr_tril"])
+    covariances = scale_tril @ np.swapaxes(scale_tril, -1, -2)
+    mixture = GaussianMixture(len(params["weights"]), covariance_type=covariance)
+    mixture.weights_, mixture.means_, mixture.covariances_ = (
+        np.asarray(params["weights"]),
+        np.asarray(params["locs"]),
+        covariances,
+    )
+    mixture.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(covariances))
+    return mixture
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_bic_equals_scikit_learns_on_the_same_fits(selection, name):
+    x = faithful.load()
+    for k in (2, 3, 4):
+        row = selection.table.loc[(name, k)]
+        mixture = _sklearn_at(selection.fits[name, k].params, STRUCTURES[name])
+        np.testing.assert_allclose(row["bic"], mixture.bic(x), rtol=1e-10)
+        np.testing.assert_allclose(row["aic"], mixture.aic(x), rtol=1e-10)
+        # and scikit-learn's own EM, run to its end from 5 starts, reaches no higher maximum
+        reference = GaussianMixture(
+            k, covariance_type=STRUCTURES[name], tol=1e-12, max_iter=5000, n_init=5, random_state=0
+        )
+        assert reference.fit(x).score(x) * len(x) <= row["log_likelihood"] + 1e-6
+
+
+def test_icl_adds_the_classification_entropy_to_bic(selection):
+    fit = selection.fits["EEE", 3]
+    x = jnp.asarray(faithful.load())
+    probs = np.asarray(
+        em.posterior(functools.partial(gmm.multivariate, covariance="tied"), fit.params, x, 3).probs["z"]
+    )
+    row = selection.table.loc[("EEE", 3)]
+    np.testing.assert_allclose(row["icl"], row["bic"] - 2 * np.log(probs.max(axis=1)).sum(), rtol=1e-10)
+
+
+def test_plot_and_bad_arguments(selection):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = selection.plot()
+    assert ax.get_ylabel().startswith("BIC (2ℓ − k log N")
+    with pytest.raises(ValueError, match="num_components"):
+        em.select_model(gmm.univariate, jnp.zeros(3), rng_key=jax.random.PRNGKey(0), num_components=[0, 1])
+    with pytest.raises(ValueError, match="criterion"):
+        em.select_model(gmm.univariate, jnp.zeros(3), rng_key=jax.random.PRNGKey(0), criterion="looic")
+    with pytest.raises(ValueError, match="models must be"):
+        em.select_model({"a": 1}, jnp.zeros(3), rng_key=jax.random.PRNGKey(0))
+
+
+def test_one_component_is_the_datas_own_normal():
+    """K = 1 (select_model's default range starts there): the MLE is the sample mean and the
+    sample standard deviation (ddof 0), in closed form."""
+    x = faithful.load()[:, 1]
+    result = em.fit(gmm.univariate, jnp.asarray(x), 1, rng_key=jax.random.PRNGKey(0), priors=False)
+    np.testing.assert_allclose(result.params["locs"], [x.mean()], rtol=1e-10)
+    np.testing.assert_allclose(result.params["scales"], [x.std()], rtol=1e-8)
