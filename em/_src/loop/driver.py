@@ -23,6 +23,7 @@ from em._src.kernels import chunks, enumeration
 from em._src.loop import acceleration
 from em._src.loop.algorithm import Setup, kernel
 from em._src.loop.mstep import MStep, check_m_step
+from em._src.loop.progress import check_progress, report_progress, shown
 from em._src.loop.results import STOP_REASONS, EMResult
 from em._src.loop.state import EMInfo, EMState, no_step_info, select
 from em._src.reading import arguments, checks
@@ -47,6 +48,7 @@ class _Config(NamedTuple):
     num_restarts: int
     history_size: int  # the history buffer's length: max_iter + 1 rounded up, so max_iter stays traced
     short_runs: int | None  # em-EM's EM steps per restart before only the best goes on; None: full restarts
+    progress: bool = False  # whether the loop reports each pass to the host (em._src.loop.progress)
 
 
 def _history_size(max_iter: int) -> int:
@@ -252,6 +254,8 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         history = s.history.at[state.iteration].set(shown)
         capped = s.num_capped + info.m_step.capped
         seen = select(ended, (state.objective, state.iteration), s.seen)
+        if config.progress:
+            report_progress(state.iteration, state.objective, change)
         return _Loop(state, info, converged, history, capped, remaining, last_change, seen, step, rate, mapped_to_now)
 
     def started(key) -> _Loop:
@@ -439,6 +443,7 @@ def fit(
     sufficient_statistics: bool = True,
     m_step: MStep | None = None,
     chunk_size: int | None = None,
+    progress: bool | float = False,
     **kwargs: Any,
 ) -> EMResult:
     """Fit the parameters of a NumPyro model by expectation-maximisation.
@@ -509,6 +514,10 @@ def fit(
         compute nothing from the whole data (``x.mean()``, ``len(x)`` outside the plate):
         in a chunk it would see the chunk's. A random start still reads the whole data at
         once (memory O(N · latent cells)); ``init`` for every site avoids it.
+      progress: True prints the iteration, the objective and its change to stderr at
+        most once a second while the compiled loop runs (a number: the seconds between
+        lines), and a last line when it stops (:mod:`em._src.loop.progress`). False
+        (the default) compiles no display.
 
     Returns:
       An :class:`EMResult`.
@@ -545,7 +554,11 @@ def fit(
       -9.72
     """
     prepared = _prepare(**locals())  # first: locals() is exactly fit's arguments
-    result, found = _fit_compiled(*prepared.arguments)
+    with shown(prepared.progress_interval) as display:
+        result, found = _fit_compiled(*prepared.arguments)
+        if display is not None and checks.is_concrete(result):
+            jax.effects_barrier()  # every line of the loop before the last
+            display.finish(result)
     history = result.history
     # sliced on the host where it can be: slicing on the device compiles a program per length
     history = (
@@ -562,11 +575,12 @@ class _Prepared(NamedTuple):
     derived: Any
     init: dict
     stopping: bool  # whether a stopping rule is active
+    progress_interval: float | None  # seconds between the display's lines; None: no display
 
 
 def _prepare(
     *, model, args, kwargs, rng_key, init, max_iter, tol, param_tol, accelerate, num_restarts, short_runs, priors,
-    sufficient_statistics, m_step, chunk_size,
+    sufficient_statistics, m_step, chunk_size, progress,
 ) -> _Prepared:  # fmt: skip
     """em.fit's checks and defaults, before anything is compiled: the compiled fit's arguments."""
     bits = jnp.finfo(jnp.result_type(float)).bits
@@ -575,6 +589,7 @@ def _prepare(
         param_tol = DEFAULT_PARAM_TOL[bits] if param_tol is None else param_tol
     param_tol = 0.0 if param_tol is None else param_tol
     checks.check_options(max_iter, tol, num_restarts, param_tol)
+    interval = check_progress(progress)
     acceleration.check_accelerate(accelerate, auto=True)
     if accelerate == "auto":
         # SQUAREM where the parameters' rule decides: the objective's alone, compared between
@@ -594,10 +609,11 @@ def _prepare(
     if short_runs is not None and (not isinstance(short_runs, (int, np.integer)) or short_runs < 1):
         raise ValueError(f"short_runs must be None or a positive integer, got {short_runs!r}.")
     short_runs = None if short_runs is None or num_restarts == 1 else int(short_runs)
-    config = _Config(setup, int(num_restarts), _history_size(max_iter), short_runs)
+    config = _Config(setup, int(num_restarts), _history_size(max_iter), short_runs, interval is not None)
     dtype = jnp.result_type(float)
     traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol, dtype))
-    return _Prepared((config, derived.dynamic, init, rng_key, *traced), derived, init, tol > 0 or param_tol > 0)
+    stopping = tol > 0 or param_tol > 0
+    return _Prepared((config, derived.dynamic, init, rng_key, *traced), derived, init, stopping, interval)
 
 
 def _lower(model: Model, *args: Any, **kwargs: Any) -> jax.stages.Lowered:

@@ -1,0 +1,85 @@
+"""A progress display for long fits, from inside the compiled loop.
+
+With ``em.fit(..., progress=True)`` each pass of the compiled loop hands (iteration,
+objective, change) to the host through ``jax.debug.callback``; the host prints at most one
+line per ``interval`` seconds (to stderr), so the display's cost is a callback per
+iteration, not a line. Restarts run vmapped: each reports, and a line shows the furthest
+iteration and the highest objective among them. Off by default: a fit without it compiles
+no callback.
+"""
+
+import contextlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+DEFAULT_INTERVAL = 1.0  # seconds between lines
+
+
+class _Display:
+    def __init__(self, interval: float, stream):
+        self.interval, self.stream = interval, stream
+        self.started = self.last_line = time.monotonic()
+        self.iteration, self.objective, self.change = -1, -np.inf, np.nan
+
+    def report(self, iteration, objective, change):
+        iteration, objective = int(iteration), float(objective)
+        if iteration < 1:  # a restart's start, before its first M-step
+            return
+        if iteration > self.iteration or objective > self.objective:
+            self.iteration = max(self.iteration, iteration)
+            if objective >= self.objective or not np.isfinite(self.objective):
+                self.objective, self.change = objective, float(change)
+        now = time.monotonic()
+        if now - self.last_line >= self.interval:
+            self.last_line = now
+            self._line(f"iteration {self.iteration:6d}  objective {self.objective:.10g}  change {self.change:.3g}")
+
+    def finish(self, result):
+        self._line(
+            f"stopped after {int(result.num_iter)} iterations ({result.stopped_because}): objective "
+            f"{float(result.objective):.10g}"
+        )
+
+    def _line(self, text: str):
+        print(f"em.fit [{time.monotonic() - self.started:7.1f} s] {text}", file=self.stream, flush=True)
+
+
+_display: _Display | None = None  # the fit being shown, if any (fits run one at a time per process)
+
+
+def _on_host(iteration, objective, change):
+    if _display is not None:
+        _display.report(iteration, objective, change)
+
+
+def report_progress(iteration, objective, change):
+    """Inside the compiled loop: hand one pass's numbers to the host's display."""
+    jax.debug.callback(_on_host, iteration, objective, change)
+
+
+def check_progress(progress) -> float | None:
+    """The interval in seconds between lines, or None for no display."""
+    if progress is False or progress is None:
+        return None
+    if progress is True:
+        return DEFAULT_INTERVAL
+    if isinstance(progress, (int, float)) and not isinstance(progress, bool) and progress > 0:
+        return float(progress)
+    raise ValueError(f"progress must be True, False or a positive number of seconds between lines, got {progress!r}.")
+
+
+@contextlib.contextmanager
+def shown(interval: float | None, stream=None):
+    """Show the fit run inside this block (yields the display, None without one)."""
+    global _display
+    if interval is None:
+        yield None
+        return
+    _display = _Display(interval, stream or sys.stderr)
+    try:
+        yield _display
+    finally:
+        _display = None

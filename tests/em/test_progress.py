@@ -1,0 +1,35 @@
+"""em.fit(progress=...): lines from inside the compiled loop, at a bounded rate, and nothing
+compiled without it."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import em
+from models import gmm
+
+X = jnp.concatenate(
+    [jax.random.normal(jax.random.PRNGKey(0), (100,)) - 3, jax.random.normal(jax.random.PRNGKey(1), (100,)) + 3]
+)
+
+
+def test_progress_lines_follow_the_fit(capsys):
+    result = em.fit(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(2), num_restarts=3, progress=1e-9, accelerate=None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    iterations = [int(m.group(1)) for m in map(re.compile(r"iteration +(\d+) ").search, lines) if m]
+    assert iterations and iterations == sorted(iterations) and iterations[-1] == int(result.num_iter)
+    last = re.search(r"stopped after (\d+) iterations \((\w+)\): objective (\S+)", lines[-1])
+    assert int(last.group(1)) == int(result.num_iter) and last.group(2) == result.stopped_because
+    np.testing.assert_allclose(float(last.group(3)), float(result.objective), rtol=1e-9)
+
+
+def test_progress_is_rate_bounded_and_off_by_default(capsys):
+    em.fit(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(2), progress=60.0, accelerate=None)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # only the last line within a minute
+    lowered = em.fit.lower(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(2), accelerate=None)
+    assert "callback" not in lowered.as_text()
+    with pytest.raises(ValueError, match="progress must be"):
+        em.fit(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(2), progress=-1)
