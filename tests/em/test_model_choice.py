@@ -103,3 +103,5 @@ def test_one_component_is_the_datas_own_normal():
     result = em.fit(gmm.univariate, jnp.asarray(x), 1, rng_key=jax.random.PRNGKey(0), priors=False)
     np.testing.assert_allclose(result.params["locs"], [x.mean()], rtol=1e-10)
     np.testing.assert_allclose(result.params["scales"], [x.std()], rtol=1e-8)
+    post = em.posterior(gmm.univariate, result.params, jnp.asarray(x), 1)
+    np.testing.assert_array_equal(post.probs["z"], np.ones((len(x), 1)))

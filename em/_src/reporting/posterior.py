@@ -14,9 +14,12 @@ from em._src.typing import Model, ParamsLike
 
 
 def _marginal(weights, factor, latents, batch_shape):
-    """A latent's posterior from its factor's weights: other latents summed out, support last."""
+    """A latent's posterior from its factor's weights: other latents summed out, support last.
+    A latent of one value (a one-component mixture) has no axis of its own: probability 1."""
     ndim = weights.ndim
     axis_of = {n: ndim + d for d, n in factor.dim_to_name.items()}
+    if factor.name not in axis_of:
+        return jnp.ones((*batch_shape, 1), weights.dtype)
     others = tuple(a for n, a in axis_of.items() if n in latents and n != factor.name)
     own = axis_of[factor.name] - sum(a < axis_of[factor.name] for a in others)
     marginal = jnp.moveaxis(jnp.sum(weights, axis=others), own, -1)
