@@ -7,7 +7,7 @@ script prints the fitted transition and emission probabilities beside the book's
 agreement of the most probable path (Viterbi) with the die actually used, for the
 fit and for the book's parameters (the book's Fig. 3.5), and the same for a fit that
 is also told the die of every 10th roll (partly labelled states, ``obs_mask``).
-A figure shows p(loaded | all rolls) at each roll against the truth.
+A figure shows p(loaded | all rolls) at each roll and the Viterbi paths against the truth.
 
 Usage: python experiments/casino.py [--restarts 20] [--seed 0] [--out DIR] [--no-figures]
 """
@@ -92,19 +92,52 @@ def print_parameters(fitted: dict, labelled: dict):
             )
 
 
-def save_figure(loaded, curves: dict, path: Path):
+def save_figure(loaded, told, curves: dict, path: Path):
+    """p(loaded | rolls) per roll against the die used (top) and each Viterbi path (bottom).
+
+    Args:
+      loaded: the die used at each roll (1 = loaded).
+      told: the rolls whose die the labelled fit was told.
+      curves: by fit, (p(loaded | rolls), Viterbi path, line style).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+    fig, (ax, paths_ax) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, height_ratios=(3, 1.4))
     steps = np.arange(1, len(loaded) + 1)
     ax.fill_between(steps, 0, loaded, step="mid", color="0.85", label="loaded die used (truth)")
-    for label, (probability, style) in curves.items():
-        ax.plot(steps, probability, style, lw=1.2, label=label)
-    ax.set(xlabel="roll", ylabel="p(loaded | rolls)", ylim=(-0.02, 1.02), xlim=(1, len(loaded)))
-    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    rows = [("truth", loaded, "0.6")]  # the bottom panel's, top first
+    for label, (probability, viterbi, style) in curves.items():
+        (line,) = ax.plot(steps, probability, style, lw=1.2, label=label)
+        rows.append((f"Viterbi, {label}", viterbi, line.get_color()))
+    for y, (_, die_path, colour) in enumerate(reversed(rows)):
+        paths_ax.bar(steps, 0.8 * die_path, bottom=y - 0.4, width=1, color=colour, linewidth=0)
+    ax.plot(
+        steps[told],
+        loaded[told],
+        "|",
+        ms=8,
+        mew=1.5,
+        color="k",
+        clip_on=False,
+        label="die told to the labelled fit\n(at 0: fair, at 1: loaded)",
+    )
+    ax.set(
+        ylabel="p(loaded | rolls)",
+        ylim=(-0.02, 1.02),
+        xlim=(0.5, len(loaded) + 0.5),
+        title=f"Occasionally dishonest casino: which die was used at each of the {len(loaded)} rolls?",
+    )
+    paths_ax.set(
+        xlabel="roll",
+        yticks=np.arange(len(rows)),
+        yticklabels=[name for name, _, _ in reversed(rows)],
+        ylim=(-0.6, len(rows) - 0.4),
+        title="Loaded die where filled: the truth and each fit's most probable path (Viterbi)",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -164,10 +197,11 @@ def main(args):
         figure = args.out / "casino_posterior.png"
         save_figure(
             loaded,
+            recorded,
             {
-                "EM": (fit_probability, "-"),
-                "book's parameters": (book_probability, ":"),
-                f"EM, 1 in {args.label_every} labelled": (labelled_probability, "--"),
+                "EM": (fit_probability, fit_path, "-"),
+                "book's parameters": (book_probability, book_path, ":"),
+                f"EM, 1 in {args.label_every} labelled": (labelled_probability, labelled_path, "--"),
             },
             figure,
         )

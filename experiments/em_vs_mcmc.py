@@ -16,14 +16,15 @@ mean, sd, 94% HDI, r_hat and ESS after aligning the draws' labels to EM (flags: 
 outside the HDI, SE/sd off by more than ``--sd-factor``); the agreement of the
 latents' posterior probabilities; log-likelihood, AIC and BIC (EM) next to LOO and
 WAIC (NUTS); the time each took. Figures (PNG) in ``--out``: ArviZ's forest plot with
-the EM estimate and Laplace interval marked, the same on each parameter's posterior
-scale (so that sites of different units share one axis), and the data with both fits
-overlaid.
+the EM estimate and Laplace interval (clipped to the parameter's support) marked, the
+same on each parameter's posterior scale (so that sites of different units share one
+axis), and the data with both fits overlaid (Old Faithful in minutes).
 
 Usage: python experiments/em_vs_mcmc.py [--warmup 500] [--samples 500] [--chains 2] [--out DIR]
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from models import faithful, gmm
 from models import heights as heights_model
 
 CASES = ("heights", "faithful")
+# Where the values of the sites of these models can lie (other sites: anywhere).
+SUPPORT = {"weights": (0.0, 1.0), "scales": (0.0, np.inf), "corr_tril": (-1.0, 1.0)}
 
 
 def parse_args(argv=None):
@@ -87,6 +90,7 @@ def run_case(case: str, args):
         num_samples=args.samples,
         num_chains=args.chains,
         init=fit.params,
+        progress_bar=sys.stderr.isatty(),
         **kwargs,
     )
     nuts_seconds = time.perf_counter() - start
@@ -167,29 +171,50 @@ def _draws(idata, names, count, seed):
     return [{n: v[i] for n, v in flat.items()} for i in chosen]
 
 
+def laplace_interval(table):
+    """The Laplace interval (θ̂ ± z·SE) of each row of ``table``, clipped to its site's support."""
+    sites = table.index.str.split("[").str[0]
+    lower, upper = np.array([SUPPORT.get(site, (-np.inf, np.inf)) for site in sites]).T
+    return tuple(np.clip(table[column].to_numpy(), lower, upper) for column in ("laplace_lower", "laplace_upper"))
+
+
+def _free_draws(comparison, site):
+    """The draws (chain, draw) of each element of ``site`` in the comparison's table, by its
+    label: the elements fixed by the constraint (a Cholesky factor's zeros and ones) are left out."""
+    values = comparison.mcmc.posterior[site].values
+    labels = {(f"{site}[{', '.join(map(str, i))}]" if i else site): i for i in np.ndindex(values.shape[2:])}
+    return {
+        label: values[(slice(None), slice(None), *i)]
+        for label, i in labels.items()
+        if label in comparison.parameters.index
+    }
+
+
 def plot_forest(result, path):
-    """ArviZ's forest of the aligned draws (94% HDI), one panel per site, with the EM
-    estimate (x) and its Laplace interval (red, just below each HDI) marked."""
+    """ArviZ's forest of the aligned draws (94% HDI) of the table's elements, one panel per
+    site, with the EM estimate (x) and its Laplace interval (red, clipped to the support,
+    just below each HDI) marked."""
     import arviz as az
     import matplotlib.pyplot as plt
 
     comparison = result["comparison"]
     table = comparison.parameters
+    lower, upper = laplace_interval(table)
     sites = list(dict.fromkeys(label.split("[")[0] for label in table.index))
-    heights = [1 + 0.4 * comparison.mcmc.posterior[site].values[0, 0].size for site in sites]
+    draws = {site: _free_draws(comparison, site) for site in sites}
+    heights = [1 + 0.4 * len(draws[site]) for site in sites]
     fig, axes = plt.subplots(len(sites), 1, figsize=(6, sum(heights)), gridspec_kw={"height_ratios": heights})
     for ax, site in zip(np.atleast_1d(axes), sites, strict=False):
-        az.plot_forest(comparison.mcmc, var_names=[site], combined=True, hdi_prob=comparison.hdi_prob, ax=ax)
+        az.plot_forest(draws[site], combined=True, hdi_prob=comparison.hdi_prob, ax=ax)
         for y, tick in zip(ax.get_yticks(), ax.get_yticklabels(), strict=False):
-            label = tick.get_text() if tick.get_text().startswith(site) else site + tick.get_text()
-            if label in table.index:
-                row = table.loc[label]
-                ax.hlines(y - 0.6, row["laplace_lower"], row["laplace_upper"], color="tab:red", lw=1.5)
-                ax.plot(row["em"], y - 0.6, "x", color="tab:red")
+            row = table.index.get_loc(tick.get_text())
+            ax.hlines(y - 0.6, lower[row], upper[row], color="tab:red", lw=1.5)
+            ax.plot(table["em"].iloc[row], y - 0.6, "x", color="tab:red")
         ax.set_title(
             site
             if ax is not np.atleast_1d(axes)[0]
-            else f"{result['case']}: NUTS {100 * comparison.hdi_prob:.0f}% HDI (ArviZ), EM ± Laplace (red)\n{site}"
+            else f"{result['case']}: NUTS {100 * comparison.hdi_prob:.0f}% HDI (ArviZ),\n"
+            f"EM ± Laplace (red, clipped to the support)\n{site}"
         )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -198,20 +223,22 @@ def plot_forest(result, path):
 
 def plot_standardised_forest(result, path):
     """Every parameter on its posterior's scale, (value − posterior mean) / posterior sd: the
-    HDI (NUTS) and the Laplace interval (EM) side by side, whatever the parameter's units."""
+    HDI (NUTS) and the Laplace interval (EM, clipped to the support) side by side, whatever
+    the parameter's units."""
     import matplotlib.pyplot as plt
 
     table = result["comparison"].parameters
+    lower, upper = laplace_interval(table)
 
     def z(v):
-        return (table[v] - table["mean"]) / table["sd"]
+        return (v - table["mean"]) / table["sd"]
 
     rows = np.arange(len(table))[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(table) + 1.2))
-    ax.hlines(rows + 0.15, z("hdi_lower"), z("hdi_upper"), color="tab:blue", lw=3, label="NUTS 94% HDI")
+    ax.hlines(rows + 0.15, z(table["hdi_lower"]), z(table["hdi_upper"]), color="tab:blue", lw=3, label="NUTS 94% HDI")
     ax.plot(np.zeros(len(rows)), rows + 0.15, "o", color="tab:blue", ms=4, label="posterior mean")
-    ax.hlines(rows - 0.15, z("laplace_lower"), z("laplace_upper"), color="tab:red", lw=1.5, label="EM Laplace 94%")
-    ax.plot(z("em"), rows - 0.15, "x", color="tab:red", label="EM estimate")
+    ax.hlines(rows - 0.15, z(lower), z(upper), color="tab:red", lw=1.5, label="EM Laplace 94%,\nclipped to the support")
+    ax.plot(z(table["em"]), rows - 0.15, "x", color="tab:red", label="EM estimate")
     ax.set(yticks=rows, yticklabels=table.index, xlabel="(value − posterior mean) / posterior sd", title=result["case"])
     ax.axvline(0, color="0.8", lw=0.8, zorder=0)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -248,27 +275,33 @@ def plot_heights(result, path):
 
 
 def plot_faithful(result, path):
-    """The standardised data coloured by EM responsibility, with each component's 2-sd
-    ellipse: EM (solid) and 30 posterior draws (thin)."""
+    """The data in minutes coloured by EM responsibility, with each component's 2-sd
+    ellipse: EM (solid) and 30 posterior draws (thin), mapped back from the standardised fit."""
     import matplotlib.pyplot as plt
 
-    x = np.asarray(result["model_args"][0])
+    x = faithful.load()
+    mean, sd = x.mean(0), x.std(0)  # the standardisation of problem("faithful")
+
+    def ellipse_in_minutes(ax, loc, cov, **style):
+        _ellipse(ax, mean + sd * np.asarray(loc), np.outer(sd, sd) * cov, **style)
+
     comparison = result["comparison"]
     responsibility = comparison.em.latent_posterior["z"].values[0, 0, :, 1]
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(x[:, 0], x[:, 1], c=responsibility, cmap="coolwarm", s=12, vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    points = ax.scatter(x[:, 0], x[:, 1], c=responsibility, cmap="coolwarm", s=12, vmin=0, vmax=1)
+    fig.colorbar(points, ax=ax, label="EM p(z = 1 | x)")
     colours = ("tab:blue", "tab:red")
     for p in _draws(comparison.mcmc, ("locs", "scales", "corr_tril"), 30, 1):
         for k, cov in enumerate(_covariances(p)):
-            _ellipse(ax, p["locs"][k], cov, color=colours[k], lw=0.5, alpha=0.4)
+            ellipse_in_minutes(ax, p["locs"][k], cov, color=colours[k], lw=0.5, alpha=0.4)
     params = result["fit"].params
     for k, cov in enumerate(_covariances(params)):
-        _ellipse(ax, np.asarray(params["locs"][k]), cov, color="k", lw=1.5, label="EM" if k == 0 else None)
+        ellipse_in_minutes(ax, params["locs"][k], cov, color="k", lw=1.5, label="EM" if k == 0 else None)
     ax.plot([], [], color="0.5", lw=0.5, label="NUTS draws")
     ax.set(
-        xlabel="eruption duration (standardised)",
-        ylabel="waiting time (standardised)",
-        title="Old Faithful: 2-sd ellipses, colour = EM p(z = 1 | x)",
+        xlabel="eruption duration (min)",
+        ylabel="waiting time (min)",
+        title="Old Faithful: each component's 2-sd ellipse",
     )
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -132,7 +132,7 @@ def save_animation(x, frames: list, out: Path):
     points = ax.scatter(x[:, 0], x[:, 1], c=frames[0][2][:, 1], cmap="coolwarm", vmin=0, vmax=1, s=12)
     fig.colorbar(points, ax=ax, label="responsibility of component 2, p(z = 2 | x, θ_t)")
     outlines = [ax.plot([], [], color=c, lw=lw)[0] for c in ("C0", "C3") for lw in (2.0, 1.0)]
-    ax.set(xlabel="eruption duration (minutes)", ylabel="waiting time before it (minutes)")
+    ax.set(xlabel="eruption duration (minutes)", ylabel="waiting time (minutes)")
     ax.set(xlim=(1.0, 5.8), ylim=(35, 105))
 
     def draw(t):

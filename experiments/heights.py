@@ -17,6 +17,7 @@ Usage: python experiments/heights.py [--repeats 5] [--restarts 4] [--seed 0] [--
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -186,6 +187,7 @@ def compare_with_nuts(height, sex, row, args):
         num_samples=args.samples,
         num_chains=args.chains,
         init=row["fit"].params,
+        progress_bar=sys.stderr.isatty(),
     )
     nuts_seconds = time.perf_counter() - start
     comparison = em.compare(heights_model.heights, row["fit"], mcmc, *model_args)
@@ -203,6 +205,21 @@ def compare_with_nuts(height, sex, row, args):
     return comparison
 
 
+def decision_height(params):
+    """The height between the two means where the sexes' weighted densities cross: EM
+    imputes male above it (the posterior from the height alone)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def log_odds_male(h):
+        female, male = (
+            np.log(params["weights"][k]) + norm.logpdf(h, params["locs"][k], params["scales"][k]) for k in range(2)
+        )
+        return male - female
+
+    return brentq(log_odds_male, *sorted(np.asarray(params["locs"])))
+
+
 def save_figures(height, sex, rows, hidden_half, result, out: Path):
     import matplotlib
 
@@ -214,7 +231,7 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
     height, sex = np.asarray(height), np.asarray(sex)
     colours = ("tab:red", "tab:blue")
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     ax.hist(height, bins=30, density=True, color="0.85", label="all adults")
     grid = np.linspace(height.min() - 5, height.max() + 5, 400)
     for name, style in (("every 2nd hidden", "-"), ("all recorded", ":")):
@@ -222,13 +239,18 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
         for k in range(2):
             density = p["weights"][k] * norm.pdf(grid, p["locs"][k], p["scales"][k])
             ax.plot(grid, density, style, color=colours[k], label=f"{SEXES[k]} ({name})")
-    ax.set(xlabel="height (cm)", ylabel="density", title="Fitted densities, every second sex hidden")
-    ax.legend(fontsize=8)
+    p = rows["every 2nd hidden"]["params"]
+    total = sum(p["weights"][k] * norm.pdf(grid, p["locs"][k], p["scales"][k]) for k in range(2))
+    ax.plot(grid, total, color="k", lw=1.2, label="female + male (every 2nd hidden)")
+    threshold = decision_height(p)
+    ax.axvline(threshold, color="0.3", ls="--", lw=1, label=f"imputed male above {threshold:.1f} cm")
+    ax.set(xlabel="height (cm)", ylabel="density", title="Fitted densities, weighted by each sex's share")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out / "densities.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
     imputed = rows["every 2nd hidden"]["imputed"]
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, height.shape)
     for k in range(2):
@@ -238,13 +260,14 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
         ax.scatter(height[recorded], jitter[recorded], s=12, color=colours[k], alpha=0.35)
     wrong = hidden_half & (imputed != sex)
     ax.scatter(height[wrong], jitter[wrong] + 1, s=50, facecolors="none", edgecolors="k", label="imputed wrongly")
+    ax.axvline(threshold, color="0.3", ls="--", lw=1, label=f"imputed male above {threshold:.1f} cm")
     ax.set(
         yticks=[0, 1],
         yticklabels=["recorded", "hidden (imputed)"],
         xlabel="height (cm)",
         title="Sex imputed by EM for the hidden half",
     )
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out / "imputed.png", dpi=120)
     plt.close(fig)
@@ -270,7 +293,8 @@ def save_figures(height, sex, rows, hidden_half, result, out: Path):
     )
     ax.set(
         xlabel="share of sexes hidden (%)",
-        ylabel="hidden sexes recovered (%)",
+        ylabel="hidden sexes recovered (%)\n(axis from 50%: chance)",
+        ylim=(50, 100),
         title="Recovery against the share hidden",
     )
     ax.legend(fontsize=8)

@@ -1,6 +1,7 @@
-"""The Old Faithful geyser data: 272 eruptions, each with its duration and the wait before it.
+"""The Old Faithful geyser data: 272 eruptions, each with its duration and a waiting time
+(R's documentation: the wait to the next eruption).
 
-Two clusters (short eruptions after short waits, long after long) make it the classic
+Two clusters (short eruptions with short waits, long with long) make it the classic
 two-component bivariate Gaussian mixture; fit it with :func:`models.gmm.multivariate`.
 Data: R ``datasets::faithful`` (``data/faithful.csv``, see ``data/SOURCES.md``).
 """

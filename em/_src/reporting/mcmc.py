@@ -41,6 +41,7 @@ def run_nuts(
     num_samples: int = 500,
     num_chains: int = 2,
     init: ParamsLike | None = None,
+    progress_bar: bool = False,
     **kwargs: Any,
 ):
     """Sample the posterior of θ with NUTS, the discrete latents enumerated.
@@ -54,6 +55,7 @@ def run_nuts(
       init: starting values by site name (constrained space), e.g. an
         ``EMResult.params`` to start every chain at the EM estimate; sites not named
         start from NumPyro's ``init_to_uniform``. Also fixes the ``param`` sites.
+      progress_bar: show NumPyro's progress bar for each chain.
 
     Returns:
       ArviZ InferenceData in the layout of :mod:`em._src.reporting.inference_data`: ``posterior``
@@ -77,7 +79,7 @@ def run_nuts(
         num_samples=num_samples,
         num_chains=num_chains,
         chain_method="sequential",
-        progress_bar=False,
+        progress_bar=progress_bar,
     )
     mcmc.run(rng_key, *args, **kwargs)
     samples = mcmc.get_samples(group_by_chain=True)
