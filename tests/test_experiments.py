@@ -9,7 +9,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 import casino
 import em_vs_mcmc
+import faithful
 import heights
+import tutorial
 
 
 def test_heights_main_job(tmp_path):
@@ -84,3 +86,21 @@ def test_casino(tmp_path):
     # do (90.7%, computed by the same Viterbi).
     assert np.argmax(result["labelled"]["emission_probs"][1]) == 5
     assert result["labelled_agreement"] > 0.9
+
+
+def test_faithful_model_selection_and_animation(tmp_path):
+    args = ["--max-components", "2", "--restarts", "2", "--structures", "tied", "--frames", "3", "--out", str(tmp_path)]
+    selection, frames = faithful.main(faithful.parse_args(args))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bic.png", "em_iterations.gif", "em_iterations_last.png"]
+    assert list(selection.table.index) == [("tied (EEE)", 1), ("tied (EEE)", 2)]
+    # plain EM never lowers the log-likelihood from one frame to the next
+    assert np.all(np.diff([ell for _, ell, _ in frames]) >= -1e-9)
+
+
+def test_tutorial_writes_its_text_and_figures(tmp_path):
+    text, _ = tutorial.write(tutorial.parse_args(["--no-mcmc", "--out", str(tmp_path)]))
+    assert (tmp_path / "tutorial.md").read_text() == text
+    shown = {line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")}
+    assert shown and all((tmp_path / figure).is_file() for figure in shown)
+    # the M-step by hand (numpy) equals em's first step
+    assert float(text.split("first step to ")[1].split(".\n")[0].rstrip(".")) < 1e-9
