@@ -12,7 +12,7 @@ Animation: plain EM for two full-covariance components from a poor start (both m
 the data's centre), one frame per iteration: the points coloured by their responsibility,
 each component's 1- and 2-sd ellipse (``em_iterations.gif``, and its last frame as a PNG).
 
-Usage: python experiments/faithful.py [--max-components 6] [--restarts 10] [--frames 25]
+Usage: python experiments/faithful.py [--max-components 6] [--restarts 40] [--frames 25]
        [--out DIR] [--no-figures]
 """
 
@@ -36,7 +36,7 @@ STRUCTURES = {"full (VVV)": "full", "tied (EEE)": "tied", "diag (VVI)": "diag", 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-components", type=int, default=6, help="K = 1..this")
-    parser.add_argument("--restarts", type=int, default=10, help="random starts per fit (vmapped)")
+    parser.add_argument("--restarts", type=int, default=40, help="random starts per fit (vmapped)")
     parser.add_argument("--structures", nargs="+", default=list(STRUCTURES.values()), choices=list(STRUCTURES.values()))
     parser.add_argument("--frames", type=int, default=25, help="EM iterations in the animation")
     parser.add_argument("--seed", type=int, default=0)
