@@ -105,3 +105,32 @@ def test_one_component_is_the_datas_own_normal():
     np.testing.assert_allclose(result.params["scales"], [x.std()], rtol=1e-8)
     post = em.posterior(gmm.univariate, result.params, jnp.asarray(x), 1)
     np.testing.assert_array_equal(post.probs["z"], np.ones((len(x), 1)))
+
+
+def test_loo_from_nuts_runs_joins_the_table():
+    """A NUTS run given for a (model, K) adds its LOO-IC, −2 elpd_loo as ArviZ computes it from
+    the run's pointwise log-likelihoods; the others stay NaN, and LOO can choose."""
+    import arviz as az
+
+    x = jnp.concatenate(
+        [jax.random.normal(jax.random.PRNGKey(0), (60,)) - 3, jax.random.normal(jax.random.PRNGKey(1), (60,)) + 3]
+    )
+    nuts = em.run_nuts(
+        gmm.univariate, x, 2, rng_key=jax.random.PRNGKey(3), num_warmup=100, num_samples=100, num_chains=1
+    )
+    selection = em.select_model(
+        gmm.univariate,
+        x,
+        rng_key=jax.random.PRNGKey(0),
+        num_components=(1, 2),
+        mcmc={("univariate", 2): nuts},
+        criterion="looic",
+    )
+    np.testing.assert_allclose(
+        selection.table.loc[("univariate", 2), "looic"], -2 * az.loo(nuts, var_name="loglik")["elpd_loo"]
+    )
+    assert np.isnan(selection.table.loc[("univariate", 1), "looic"]) and selection.best == ("univariate", 2)
+    with pytest.raises(ValueError, match="not among"):
+        em.select_model(
+            gmm.univariate, x, rng_key=jax.random.PRNGKey(0), num_components=(1,), mcmc={("univariate", 2): nuts}
+        )

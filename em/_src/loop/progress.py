@@ -3,7 +3,8 @@
 With ``em.fit(..., progress=True)`` each pass of the compiled loop hands (iteration,
 objective, change) to the host through ``jax.debug.callback``; the host prints at most one
 line per ``interval`` seconds (to stderr), so the display's cost is a callback per
-iteration, not a line. Restarts run vmapped: each reports, and a line shows the furthest
+iteration, not a line. A first line says the fit started: its compilation comes before
+the loop's first report. Restarts run vmapped: each reports, and a line shows the furthest
 iteration and the highest objective among them. Off by default: a fit without it compiles
 no callback.
 """
@@ -35,15 +36,15 @@ class _Display:
         now = time.monotonic()
         if now - self.last_line >= self.interval:
             self.last_line = now
-            self._line(f"iteration {self.iteration:6d}  objective {self.objective:.10g}  change {self.change:.3g}")
+            self.line(f"iteration {self.iteration:6d}  objective {self.objective:.10g}  change {self.change:.3g}")
 
     def finish(self, result):
-        self._line(
+        self.line(
             f"stopped after {int(result.num_iter)} iterations ({result.stopped_because}): objective "
             f"{float(result.objective):.10g}"
         )
 
-    def _line(self, text: str):
+    def line(self, text: str):
         print(f"em.fit [{time.monotonic() - self.started:7.1f} s] {text}", file=self.stream, flush=True)
 
 
@@ -79,6 +80,7 @@ def shown(interval: float | None, stream=None):
         yield None
         return
     _display = _Display(interval, stream or sys.stderr)
+    _display.line("started (a model and data shapes new to this process compile first)")
     try:
         yield _display
     finally:
