@@ -9,6 +9,7 @@ from scipy import special
 
 import em
 from models import annotators, latent_class
+from tests.helpers import assert_em_follows
 
 C = 3
 
@@ -57,20 +58,10 @@ START = {
 def test_dawid_skene_with_missing_labels_equals_a_numpy_em():
     labels, observed = _simulated_labels()
     args = (jnp.asarray(labels), C, jnp.asarray(observed))
-    key = jax.random.PRNGKey(0)
-    num_iter = 6
-    expected, after = _numpy_em(labels, observed, START, num_iter)
-    steps = em.fit(annotators.dawid_skene, *args, rng_key=key, init=START, priors=False, max_iter=num_iter, tol=0)
-    np.testing.assert_allclose(steps.history[:num_iter], expected, rtol=1e-12)
-    for name, value in after.items():
-        np.testing.assert_allclose(steps.params[name], value, atol=1e-12)
-
-    limit, optimum = _numpy_em(labels, observed, START, 3000)
-    result = em.fit(annotators.dawid_skene, *args, rng_key=key, init=START, priors=False)
-    assert bool(result.converged)
-    np.testing.assert_allclose(result.log_likelihood, limit[-1], rtol=1e-12)
-    for name, value in optimum.items():
-        np.testing.assert_allclose(result.params[name], value, atol=1e-8)
+    result = assert_em_follows(
+        annotators.dawid_skene, args, START, lambda n: _numpy_em(labels, observed, START, n), 6, 1e-12, 3000
+    )
+    _, optimum = _numpy_em(labels, observed, START, 3000)
     posterior = em.posterior(annotators.dawid_skene, result.params, *args)
     joint = np.log(optimum["prevalence"]) + _log_label_probs(labels, observed, optimum["confusion"])
     np.testing.assert_allclose(posterior.probs["class"][:, 0], special.softmax(joint, axis=1), atol=5e-8)
