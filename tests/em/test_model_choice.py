@@ -94,6 +94,11 @@ def test_plot_and_bad_arguments(selection):
     matplotlib.use("Agg")
     ax = selection.plot()
     assert ax.get_ylabel().startswith("BIC (2ℓ − k log N")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1] == "chosen by BIC: EEE, K = 3"
+    aic_choice = selection.table["aic"].idxmin()  # no fit warned here
+    aic_labels = [t.get_text() for t in selection.plot(criterion="aic").get_legend().get_texts()]
+    assert aic_labels[-1] == f"chosen by AIC: {aic_choice[0]}, K = {aic_choice[1]}"
     with pytest.raises(ValueError, match="num_components"):
         em.select_model(gmm.univariate, jnp.zeros(3), rng_key=jax.random.PRNGKey(0), num_components=[0, 1])
     with pytest.raises(ValueError, match="criterion"):

@@ -87,15 +87,15 @@ class ModelSelection(NamedTuple):
             line = ax.plot(ks, value, "-", color=f"C{i}", label=label)[0]
             ax.plot(ks[clean], value[clean], "o", color=line.get_color())
             ax.plot(ks[~clean], value[~clean], "o", mfc="white", color=line.get_color())
-        best = -self.table.loc[self.best, criterion]
+        chosen = self.best if criterion == self.criterion else _choice(self.table, criterion, quiet=True)
         ax.plot(
-            [self.best[1]],
-            [best],
+            [chosen[1]],
+            [-self.table.loc[chosen, criterion]],
             "o",
             ms=14,
             mfc="none",
             mec="black",
-            label=f"chosen: {self.best[0]}, K = {self.best[1]}",
+            label=f"chosen by {criterion.upper()}: {chosen[0]}, K = {chosen[1]}",
         )
         sign = "2ℓ − k log N" if criterion == "bic" else f"−{criterion.upper()}"
         ax.set(xlabel="number of components K", ylabel=f"{criterion.upper()} ({sign}; higher is better)")
@@ -171,12 +171,14 @@ def select_model(
     return ModelSelection(table, fits, _choice(table, criterion), criterion)
 
 
-def _choice(table: pd.DataFrame, criterion: str) -> tuple:
+def _choice(table: pd.DataFrame, criterion: str, quiet: bool = False) -> tuple:
     """The (model, K) of the lowest criterion among the fits that did not warn (warning of
-    those left out); among all of them, with a warning, if every fit warned."""
+    those left out, unless ``quiet``); among all of them, with a warning, if every fit warned."""
     candidates = table[table[criterion].notna()]
     clean = candidates[candidates["warning"] == ""]
     left_out = table.index[table["warning"] != ""].tolist()
+    if quiet:
+        return (clean if len(clean) else candidates)[criterion].idxmin()
     if clean.empty:
         warnings.warn(
             f"Every fit warned (see the table's 'warning' column); {criterion} chose among them all.",
