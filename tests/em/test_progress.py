@@ -34,3 +34,11 @@ def test_progress_is_rate_bounded_and_off_by_default(capsys):
     assert "callback" not in lowered.as_text()
     with pytest.raises(ValueError, match="progress must be"):
         em.fit(gmm.univariate, X, 2, rng_key=jax.random.PRNGKey(2), progress=-1)
+
+
+def test_select_model_names_each_fit_as_it_begins(capsys):
+    em.select_model(
+        gmm.univariate, X, rng_key=jax.random.PRNGKey(2), num_components=(2,), num_restarts=3, progress=60.0
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "em.select_model: univariate, K = 2 (1 of 1)" and "stopped after" in lines[-1]

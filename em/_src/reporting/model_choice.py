@@ -17,6 +17,7 @@ alike, ``max_iter`` reached) is kept in the table with its warning and never cho
 """
 
 import inspect
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -137,7 +138,8 @@ def select_model(
         ``"icl"`` or ``"looic"``.
       mcmc: optional NUTS runs by (label, K), as :func:`em.run_nuts` returns them, for
         the ``looic`` column.
-      **kwargs: passed to :func:`em.fit` (its options, and the model's keywords).
+      **kwargs: passed to :func:`em.fit` (its options, and the model's keywords); with
+        ``progress=True`` a line also names each (model, K) as its fit begins.
 
     Returns:
       A :class:`ModelSelection`.
@@ -157,6 +159,12 @@ def select_model(
     for i, (label, model) in enumerate(models.items()):
         for j, k in enumerate(num_components):
             key = jax.random.fold_in(rng_key, i * len(num_components) + j)
+            if kwargs.get("progress"):
+                done = i * len(num_components) + j
+                print(
+                    f"em.select_model: {label}, K = {k} ({done + 1} of {len(models) * len(num_components)})",
+                    file=sys.stderr,
+                )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = fit(model, *args, k, rng_key=key, num_restarts=num_restarts, **kwargs)
