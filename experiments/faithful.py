@@ -18,6 +18,7 @@ Usage: python experiments/faithful.py [--max-components 6] [--restarts 40] [--fr
 
 import argparse
 import functools
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def select(x, args) -> em.ModelSelection:
         rng_key=jax.random.PRNGKey(args.seed),
         num_components=range(1, args.max_components + 1),
         num_restarts=args.restarts,
+        progress=sys.stderr.isatty() and 5.0,  # in a terminal: a line per fit, and one every 5 s of a long one
     )
 
 
