@@ -8,6 +8,7 @@ maximum; em.fit runs to 1e-8.
 """
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 import em
-from models import faithful, gmm
+from models import faithful, gmm, hmm
 
 MCLUST = {"log_likelihood": -1126.326, "num_free": 11, "bic": -2314.316}
 MCLUST_STOPPING = 1e-5 * (1 + 1126.326)  # mclust's last change of ℓ may be this large
@@ -145,3 +146,35 @@ def test_loo_from_nuts_runs_joins_the_table():
         em.select_model(
             gmm.univariate, x, rng_key=jax.random.PRNGKey(0), num_components=(1,), mcmc={("univariate", 2): nuts}
         )
+
+
+def test_bic_counts_a_chains_observations_as_hmmlearn_does():
+    """N of BIC: the data plate's rows for a mixture, but every observed step of a Markov chain
+    (hmmlearn's bic: the sum of the sequences' lengths), padding left out; one sequence is not
+    one datum."""
+    from em._src.reporting.model_choice import num_data
+
+    x = jnp.zeros((3, 20))
+    assert num_data(hmm.gaussian, (x, 2), {}, per_datum=3) == 60
+    assert num_data(hmm.gaussian, (x, 2), {"lengths": jnp.array([20, 15, 10])}, per_datum=3) == 45
+    assert num_data(gmm.multivariate, (jnp.asarray(faithful.load()), 2), {}, per_datum=272) == 272
+
+
+def test_only_the_fits_own_warnings_keep_it_from_the_choice():
+    """A model's own UserWarning reaches the user and does not mark its fits as warned;
+    num_components is checked; the choice is plain Python values."""
+    x = jnp.concatenate(
+        [jax.random.normal(jax.random.PRNGKey(0), (60,)) - 3, jax.random.normal(jax.random.PRNGKey(1), (60,)) + 3]
+    )
+
+    def chatty(x, K):
+        warnings.warn("a note from the model", stacklevel=2)
+        gmm.univariate(x, K)
+
+    with pytest.warns(UserWarning, match="a note from the model"):
+        selection = em.select_model(chatty, x, rng_key=jax.random.PRNGKey(0), num_components=(2,))
+    assert selection.table["warning"].tolist() == [""] and selection.best == ("chatty", 2)
+    assert type(selection.best[1]) is int
+    for bad in (4, [2.5], [2, 2], []):
+        with pytest.raises(ValueError, match="num_components"):
+            em.select_model(gmm.univariate, x, rng_key=jax.random.PRNGKey(0), num_components=bad)

@@ -42,3 +42,8 @@ def test_select_model_names_each_fit_as_it_begins(capsys):
     )
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "em.select_model: univariate, K = 2 (1 of 1)" and "stopped after" in lines[-1]
+
+
+def test_progress_inside_jit_is_refused():
+    with pytest.raises(ValueError, match=r"outside jax\.jit"):
+        jax.jit(lambda x: em.fit(gmm.univariate, x, 2, rng_key=jax.random.PRNGKey(2), progress=True).params)(X)

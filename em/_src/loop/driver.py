@@ -598,6 +598,11 @@ def _prepare(
     m_step = check_m_step(m_step)
     init = cast_init(init)
     derived = derive(model, args, kwargs, fitting=True)
+    if interval is not None and not derived.concrete:
+        raise ValueError(
+            "progress= shows a fit while it runs, which needs em.fit called outside jax.jit and vmap "
+            "(inside them the loop is only traced); leave progress off there."
+        )
     checks.check_init(init, derived.sites, strictly_inside=True)
     if num_restarts > 1 and len(init) == len(derived.sites.params):
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")

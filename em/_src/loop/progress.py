@@ -3,8 +3,11 @@
 With ``em.fit(..., progress=True)`` each pass of the compiled loop hands (iteration,
 objective, change) to the host through ``jax.debug.callback``; the host prints at most one
 line per ``interval`` seconds (to stderr), so the display's cost is a callback per
-iteration, not a line. A first line says the fit started: its compilation comes before
-the loop's first report. Restarts run vmapped: each reports, and a line shows the furthest
+iteration, not a line: on a CPU about 0.1–0.3 ms (a 400-point mixture's 3,000 iterations:
+0.05 s without, 0.8 s with), so it is for fits whose iterations take milliseconds or whose
+runs take minutes. A first line says the fit started: its compilation comes before the
+loop's first report. It needs ``em.fit`` called outside ``jax.jit`` and ``vmap``, where the
+host can show the fit while it runs. Restarts run vmapped: each reports, and a line shows the furthest
 iteration and the highest objective among them. Off by default: a fit without it compiles
 no callback.
 """
@@ -67,7 +70,7 @@ def check_progress(progress) -> float | None:
         return None
     if progress is True:
         return DEFAULT_INTERVAL
-    if isinstance(progress, (int, float)) and not isinstance(progress, bool) and progress > 0:
+    if isinstance(progress, (int, float, np.integer, np.floating)) and not isinstance(progress, bool) and progress > 0:
         return float(progress)
     raise ValueError(f"progress must be True, False or a positive number of seconds between lines, got {progress!r}.")
 

@@ -2,7 +2,8 @@
 
 Each model m is fitted for each number of components K by :func:`em.fit` (its restarts
 vmapped), giving θ̂ and ℓ = log p(X | θ̂). With k the free parameters (the unconstrained
-dimension) and N the data (the size of the data plate, :func:`em.pointwise_log_likelihood`):
+dimension) and N the data (the size of the data plate, :func:`em.pointwise_log_likelihood`;
+for a Markov chain, its observations: :func:`num_data`):
 
 - AIC = −2ℓ + 2k (Akaike 1974);
 - BIC = −2ℓ + k log N (Schwarz 1978), scikit-learn's sign; mclust reports 2ℓ − k log N;
@@ -17,6 +18,7 @@ alike, ``max_iter`` reached) is kept in the table with its warning and never cho
 """
 
 import inspect
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -26,11 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from numpyro.distributions import MaskedDistribution
 
 from em._src.loop.driver import EMWarning, fit
 from em._src.loop.results import EMResult
 from em._src.reading.derive import checked_params, derive, evaluator
-from em._src.reading.sites import unconstrain
+from em._src.reading.numpyro_internals import is_scan_step, mask_of
+from em._src.reading.sites import model_trace, unconstrain
 from em._src.reporting.pointwise import log_p_per_datum
 from em._src.reporting.posterior import latent_posterior
 from em._src.typing import Model, PRNGKey
@@ -42,8 +46,8 @@ def _classification_terms(model, args, kwargs, params):
     """(log p(x_i | θ) per datum, Σ over latent cells of log max_v p(z = v | X, θ))."""
     pointwise = log_p_per_datum(model, args, kwargs, params)
     probs = latent_posterior(model, args, kwargs, params).probs
-    tiny = jnp.finfo(pointwise.dtype).tiny  # a cell certain of its value adds log 1 = 0
-    certainty = sum(jnp.sum(jnp.log(jnp.maximum(jnp.max(p, axis=-1), tiny))) for p in probs.values())
+    # the most probable of K values has probability at least 1/K: its log is finite
+    certainty = sum(jnp.sum(jnp.log(jnp.max(p, axis=-1))) for p in probs.values())
     return pointwise, certainty
 
 
@@ -56,6 +60,34 @@ def num_free(model: Model, params: dict, *args: Any, **kwargs: Any) -> int:
     derived = derive(model, args, kwargs)
     shapes = jax.eval_shape(lambda p: unconstrain(derived.sites, p), checked_params(derived, params))
     return int(sum(np.prod(s.shape, dtype=int) for s in jax.tree_util.tree_leaves(shapes)))
+
+
+def num_data(model, args, kwargs, per_datum: int) -> int:
+    """N of BIC: the data plate's size (data points, respondents, sequences: ``per_datum``,
+    what :func:`em.pointwise_log_likelihood` counts); for a model with a Markov chain, its
+    observations (steps × sequences, padded steps left out), as hmmlearn counts them."""
+    chained = [
+        name
+        for name, site in derive(model, args, kwargs).trace.items()
+        if site["type"] == "sample" and site["is_observed"] and is_scan_step(site)
+    ]
+    if not chained:
+        return per_datum
+    trace = model_trace(model, args, kwargs)  # concrete: padding masks are computed in the model
+    return max(_unmasked_cells(trace[name]) for name in chained)
+
+
+def _unmasked_cells(site) -> int:
+    """How many of a site's batch cells count: those its masks (``handlers.mask``, as a
+    ``MaskedDistribution`` or the site's own mask) leave in."""
+    fn, shape = site["fn"], site["fn"].batch_shape
+    masks = [
+        m for m in (site.get("mask"), mask_of(fn) if isinstance(fn, MaskedDistribution) else None) if m is not None
+    ]
+    present = np.ones(shape, bool)
+    for mask in masks:
+        present = present & np.broadcast_to(np.asarray(mask), shape)
+    return int(present.sum())
 
 
 class ModelSelection(NamedTuple):
@@ -105,6 +137,18 @@ class ModelSelection(NamedTuple):
         return ax
 
 
+def _checked_components(num_components) -> list:
+    """K's values as a list of distinct positive Python ints (ValueError otherwise)."""
+    values = list(num_components) if isinstance(num_components, Iterable) else None
+    if not values or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in values):
+        raise ValueError(
+            f"num_components must be distinct positive integers (a range or list), got {num_components!r}."
+        )
+    if len(set(values)) != len(values):
+        raise ValueError(f"num_components has repeated values: {values}.")
+    return [int(k) for k in values]
+
+
 def _labelled(models) -> dict:
     if callable(models):
         return {getattr(models, "__name__", "model"): models}
@@ -130,7 +174,8 @@ def select_model(
         ``functools.partial(gmm.multivariate, covariance="tied")``). Each is called as
         ``model(*args, K, **kwargs)``: the number of components is its last positional
         argument.
-      rng_key: the key of the random starts; each (model, K) folds in its own index.
+      rng_key: the key of the random starts; each (model, K) folds in the model's index
+        and K, so a fit's starts do not depend on the other values of K asked for.
       num_components: the values of K to fit.
       num_restarts: restarts per fit (vmapped), as in :func:`em.fit`; the fits are
         maximum-likelihood unless ``priors=True`` is passed (the criteria assume the MLE).
@@ -145,9 +190,7 @@ def select_model(
       A :class:`ModelSelection`.
     """
     models = _labelled(models)
-    num_components = [int(k) for k in num_components]
-    if not num_components or min(num_components) < 1:
-        raise ValueError(f"num_components must be positive integers, got {num_components}.")
+    num_components = _checked_components(num_components)
     if criterion not in CRITERIA or (criterion == "looic" and not mcmc):
         raise ValueError(f"criterion must be one of {CRITERIA} ('looic' with mcmc=), got {criterion!r}.")
     unknown = set(mcmc or {}) - {(m, k) for m in models for k in num_components}
@@ -158,18 +201,20 @@ def select_model(
     rows, fits = {}, {}
     for i, (label, model) in enumerate(models.items()):
         for j, k in enumerate(num_components):
-            key = jax.random.fold_in(rng_key, i * len(num_components) + j)
             if kwargs.get("progress"):
-                done = i * len(num_components) + j
-                print(
-                    f"em.select_model: {label}, K = {k} ({done + 1} of {len(models) * len(num_components)})",
-                    file=sys.stderr,
-                )
+                done, total = i * len(num_components) + j + 1, len(models) * len(num_components)
+                print(f"em.select_model: {label}, K = {k} ({done} of {total})", file=sys.stderr)
+            key = jax.random.fold_in(jax.random.fold_in(rng_key, i), k)  # the same starts whatever K's neighbours
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+                warnings.simplefilter("always", EMWarning)
                 result = fit(model, *args, k, rng_key=key, num_restarts=num_restarts, **kwargs)
+            for w in caught:  # the fit's own warnings go to the table; any other to the user
+                if not issubclass(w.category, EMWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             fits[label, k] = result
-            rows[label, k] = _row(model, result, args, k, model_kwargs, caught)
+            rows[label, k] = _row(
+                model, result, args, k, model_kwargs, [w for w in caught if issubclass(w.category, EMWarning)]
+            )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "K"])
     if mcmc:
@@ -184,32 +229,24 @@ def _choice(table: pd.DataFrame, criterion: str, quiet: bool = False) -> tuple:
     those left out, unless ``quiet``); among all of them, with a warning, if every fit warned."""
     candidates = table[table[criterion].notna()]
     clean = candidates[candidates["warning"] == ""]
-    left_out = table.index[table["warning"] != ""].tolist()
-    if quiet:
-        return (clean if len(clean) else candidates)[criterion].idxmin()
-    if clean.empty:
-        warnings.warn(
-            f"Every fit warned (see the table's 'warning' column); {criterion} chose among them all.",
-            EMWarning,
-            stacklevel=3,
-        )
-        return candidates[criterion].idxmin()
-    if left_out:
-        warnings.warn(
-            f"Left out of the choice because their fits warned: {left_out} (see the table's 'warning' column).",
-            EMWarning,
-            stacklevel=3,
-        )
-    return clean[criterion].idxmin()
+    pool = clean if len(clean) else candidates
+    if not quiet:
+        warned = table[table["warning"] != ""]
+        reasons = {key: sorted(set(re.findall(r"(\w+Warning):", text))) for key, text in warned["warning"].items()}
+        if clean.empty:
+            message = f"Every fit warned ({reasons}); {criterion} chose among them all."
+        else:
+            message = f"Left out of the choice because their fits warned: {reasons}."
+        if reasons:
+            warnings.warn(message + " See the table's 'warning' column.", EMWarning, stacklevel=3)
+    label, k = pool[criterion].idxmin()
+    return label, int(k)
 
 
 def _row(model, result: EMResult, args, k, model_kwargs, caught) -> dict:
     pointwise, certainty = _classification.call(model, result.params, *args, k, **model_kwargs)
-    ell, free, n = (
-        float(result.log_likelihood),
-        num_free(model, result.params, *args, k, **model_kwargs),
-        pointwise.size,
-    )
+    ell, free = float(result.log_likelihood), num_free(model, result.params, *args, k, **model_kwargs)
+    n = num_data(model, (*args, k), model_kwargs, pointwise.size)
     bic = -2 * ell + free * np.log(n)
     return {
         "log_likelihood": ell,
