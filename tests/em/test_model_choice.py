@@ -178,3 +178,19 @@ def test_only_the_fits_own_warnings_keep_it_from_the_choice():
     for bad in (4, [2.5], [2, 2], []):
         with pytest.raises(ValueError, match="num_components"):
             em.select_model(gmm.univariate, x, rng_key=jax.random.PRNGKey(0), num_components=bad)
+
+
+def test_a_hidden_markov_models_states_chosen_by_bic():
+    """Three-state Gaussian HMM data, 400 steps: BIC (N = 400 observations) chooses three states
+    among 2..4. hmm.gaussian takes K as ``num_states`` (components_keyword)."""
+    rng = np.random.default_rng(0)
+    transition = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])
+    states = [0]
+    for _ in range(399):
+        states.append(rng.choice(3, p=transition[states[-1]]))
+    x = jnp.asarray(np.array([-4.0, 0.0, 4.0])[states] + rng.normal(size=400))[None]
+    selection = em.select_model(
+        hmm.gaussian, x, rng_key=jax.random.PRNGKey(0), num_components=(2, 3, 4), components_keyword="num_states"
+    )
+    assert selection.best == ("gaussian", 3)
+    assert (selection.table["num_data"] == 400).all() and (selection.table["warning"] == "").all()

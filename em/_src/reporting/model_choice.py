@@ -165,6 +165,7 @@ def select_model(
     num_restarts: int = 10,
     criterion: str = "bic",
     mcmc: Mapping[tuple, Any] | None = None,
+    components_keyword: str | None = None,
     **kwargs: Any,
 ) -> ModelSelection:
     """Fit every model for every number of components and tabulate AIC, BIC, ICL (and LOO).
@@ -173,7 +174,7 @@ def select_model(
       models: a model function, or a dict of them by label (structural variants: say,
         ``functools.partial(gmm.multivariate, covariance="tied")``). Each is called as
         ``model(*args, K, **kwargs)``: the number of components is its last positional
-        argument.
+        argument, unless ``components_keyword`` names the keyword that takes it.
       rng_key: the key of the random starts; each (model, K) folds in the model's index
         and K, so a fit's starts do not depend on the other values of K asked for.
       num_components: the values of K to fit.
@@ -183,6 +184,8 @@ def select_model(
         ``"icl"`` or ``"looic"``.
       mcmc: optional NUTS runs by (label, K), as :func:`em.run_nuts` returns them, for
         the ``looic`` column.
+      components_keyword: the keyword by which the models take K (``"num_states"`` for
+        :func:`models.hmm.categorical`, whose K is not its last positional argument).
       **kwargs: passed to :func:`em.fit` (its options, and the model's keywords); with
         ``progress=True`` a line also names each (model, K) as its fit begins.
 
@@ -198,6 +201,16 @@ def select_model(
         raise ValueError(f"mcmc has runs for {sorted(unknown)}, which are not among the (model, K) fitted.")
     kwargs.setdefault("priors", False)
     model_kwargs = {name: v for name, v in kwargs.items() if name not in inspect.signature(fit).parameters}
+
+    def args_with(k):
+        return args if components_keyword else (*args, k)
+
+    def kwargs_with(k):
+        return {**kwargs, components_keyword: k} if components_keyword else kwargs
+
+    def model_kwargs_with(k):
+        return {**model_kwargs, components_keyword: k} if components_keyword else model_kwargs
+
     rows, fits = {}, {}
     for i, (label, model) in enumerate(models.items()):
         for j, k in enumerate(num_components):
@@ -207,13 +220,17 @@ def select_model(
             key = jax.random.fold_in(jax.random.fold_in(rng_key, i), k)  # the same starts whatever K's neighbours
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EMWarning)
-                result = fit(model, *args, k, rng_key=key, num_restarts=num_restarts, **kwargs)
+                result = fit(model, *args_with(k), rng_key=key, num_restarts=num_restarts, **kwargs_with(k))
             for w in caught:  # the fit's own warnings go to the table; any other to the user
                 if not issubclass(w.category, EMWarning):
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             fits[label, k] = result
             rows[label, k] = _row(
-                model, result, args, k, model_kwargs, [w for w in caught if issubclass(w.category, EMWarning)]
+                model,
+                result,
+                args_with(k),
+                model_kwargs_with(k),
+                [w for w in caught if issubclass(w.category, EMWarning)],
             )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "K"])
@@ -243,10 +260,11 @@ def _choice(table: pd.DataFrame, criterion: str, quiet: bool = False) -> tuple:
     return label, int(k)
 
 
-def _row(model, result: EMResult, args, k, model_kwargs, caught) -> dict:
-    pointwise, certainty = _classification.call(model, result.params, *args, k, **model_kwargs)
-    ell, free = float(result.log_likelihood), num_free(model, result.params, *args, k, **model_kwargs)
-    n = num_data(model, (*args, k), model_kwargs, pointwise.size)
+def _row(model, result: EMResult, args, model_kwargs, caught) -> dict:
+    """The table's row of one fit; ``args`` and ``model_kwargs`` as the model took them (K included)."""
+    pointwise, certainty = _classification.call(model, result.params, *args, **model_kwargs)
+    ell, free = float(result.log_likelihood), num_free(model, result.params, *args, **model_kwargs)
+    n = num_data(model, args, model_kwargs, pointwise.size)
     bic = -2 * ell + free * np.log(n)
     return {
         "log_likelihood": ell,
