@@ -202,3 +202,16 @@ def test_log_likelihood_and_posterior_refuse_nan_data():
 
 
 PARAMS = {"weights": jnp.ones(2) / 2, "locs": jnp.array([-1.0, 1.0]), "scales": jnp.ones(2)}
+
+
+def test_a_misspelt_option_is_named_with_what_was_meant():
+    """A keyword that is not em.fit's own goes to the model; one the model does not take is
+    refused before tracing, with the option it was probably meant to be."""
+    with pytest.raises(
+        ValueError, match=r"'num_restart' is not an argument of the model; did you mean 'num_restarts'\?"
+    ):
+        em.fit(gmm.univariate, X, 2, rng_key=KEY, num_restart=3)
+    with pytest.raises(
+        ValueError, match=r"cannot take the arguments given: missing a required argument: 'num_components'\.$"
+    ):
+        em.posterior(gmm.univariate, {}, X)

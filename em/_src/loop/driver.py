@@ -597,7 +597,7 @@ def _prepare(
         accelerate = "squarem" if param_tol > 0 else None
     m_step = check_m_step(m_step)
     init = cast_init(init)
-    derived = derive(model, args, kwargs, fitting=True)
+    derived = derive(model, args, kwargs, fitting=True, options=tuple(inspect.signature(fit).parameters))
     if interval is not None and not derived.concrete:
         raise ValueError(
             "progress= shows a fit while it runs, which needs em.fit called outside jax.jit and vmap "

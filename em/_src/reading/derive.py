@@ -6,6 +6,8 @@ and splits the arguments into a static, hashable part (the key of every compiled
 function) and the arrays passed to it.
 """
 
+import difflib
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,9 +29,11 @@ class Derived(NamedTuple):
     concrete: bool  # whether the arguments are concrete (not a user's jit tracing them)
 
 
-def derive(model, args, kwargs, *, fitting: bool = False) -> Derived:
+def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = ()) -> Derived:
     """Check and split a model's arguments (ValueError naming the problem, before any
-    compilation). ``fitting`` also requires data and parameters (:func:`checks.check_model`)."""
+    compilation). ``fitting`` also requires data and parameters (:func:`checks.check_model`);
+    ``options`` are the caller's own keywords, suggested for a keyword the model does not take."""
+    check_signature(model, args, kwargs, options)
     args, kwargs = arguments.normalise(args, kwargs)
     trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
@@ -40,6 +44,26 @@ def derive(model, args, kwargs, *, fitting: bool = False) -> Derived:
         checks.check_observed(trace, sites)
     static, dynamic = arguments.split(args, kwargs)
     return Derived(model, static, dynamic, sites, trace, concrete)
+
+
+def check_signature(model, args, kwargs, options: tuple = ()):
+    """ValueError if the model cannot be called with these arguments, suggesting the caller's
+    option a misspelt keyword was meant to be (keywords that are not its options go to the
+    model). Models whose signature cannot be read are called as they are."""
+    try:
+        signature = inspect.signature(model)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        name = getattr(model, "__name__", type(model).__name__)
+        hints = [
+            f"'{key}' is not an argument of the model; did you mean {match[0]!r}?"
+            for key in kwargs
+            if key not in signature.parameters and (match := difflib.get_close_matches(key, options, n=1))
+        ]
+        raise ValueError(" ".join([f"The model {name} cannot take the arguments given: {error}.", *hints])) from None
 
 
 def checked_params(derived: Derived, params: dict) -> dict:
