@@ -121,6 +121,18 @@ def sweep(height, sex, oracle_imputed, args):
     )
 
 
+def sample_statistics(height, sex) -> dict:
+    """The truth the fits are scored against: each person's sex, and each sex's share, mean
+    and standard deviation of height (ddof 0, the complete-data MLE)."""
+    height, sex = np.asarray(height), np.asarray(sex)
+    return dict(
+        sex=sex,
+        share=np.array([np.mean(sex == k) for k in range(2)]),
+        mean=np.array([height[sex == k].mean() for k in range(2)]),
+        sd=np.array([height[sex == k].std() for k in range(2)]),
+    )
+
+
 def print_table(rows, hidden_half, complete_truth):
     print(
         f"\nHowell !Kung adults: {len(complete_truth['sex'])} people, "
@@ -309,12 +321,7 @@ def main(args):
     start = time.perf_counter()
     height_np, sex_np = heights_model.load_adults()
     height, sex = jnp.asarray(height_np), jnp.asarray(sex_np)
-    truth = dict(
-        sex=sex_np,
-        share=np.array([np.mean(sex_np == k) for k in range(2)]),
-        mean=np.array([height_np[sex_np == k].mean() for k in range(2)]),
-        sd=np.array([height_np[sex_np == k].std() for k in range(2)]),
-    )
+    truth = sample_statistics(height_np, sex_np)
     rows, hidden_half = headline_fits(height, sex, args)
     print_table(rows, hidden_half, truth)
     result = sweep(height, sex, rows["all recorded"]["imputed"], args)

@@ -58,12 +58,7 @@ def printed(function, *args, **kwargs) -> tuple:
 
 def main_job_table(height, sex, args) -> tuple:
     """The main job's headline table, printed by the main job's own functions."""
-    truth = dict(
-        sex=np.asarray(sex),
-        share=np.array([np.mean(np.asarray(sex) == k) for k in range(2)]),
-        mean=np.array([np.asarray(height)[np.asarray(sex) == k].mean() for k in range(2)]),
-        sd=np.array([np.asarray(height)[np.asarray(sex) == k].std() for k in range(2)]),
-    )
+    truth = main_job.sample_statistics(height, sex)
     rows, hidden_half = main_job.headline_fits(height, sex, args)
     text, _ = printed(main_job.print_table, rows, hidden_half, truth)
     return text, rows, hidden_half
