@@ -30,3 +30,14 @@ def test_em_fit_as_inference_data():
 def test_rejects_what_is_not_an_em_result():
     with pytest.raises(ValueError, match="result"):
         em.to_inference_data(heights.heights, {"locs": 1.0}, *ARGS)
+
+
+def test_a_chains_num_data_is_its_observed_steps():
+    """BIC's N in the InferenceData (and so in em.compare's table) for one 40-step sequence is
+    40, as hmmlearn counts it: the log-likelihood's datum, one sequence, would make log N = 0."""
+    from models import hmm
+
+    x = jnp.asarray(np.where(np.arange(40) % 20 < 10, -3.0, 3.0) + np.random.default_rng(0).normal(size=40))[None]
+    fit = em.fit(hmm.gaussian, x, 2, rng_key=jax.random.PRNGKey(0))
+    idata = em.to_inference_data(hmm.gaussian, fit, x, 2)
+    assert idata.log_likelihood["loglik"].shape[-1] == 1 and idata.posterior.attrs["num_data"] == 40

@@ -152,7 +152,7 @@ def test_bic_counts_a_chains_observations_as_hmmlearn_does():
     """N of BIC: the data plate's rows for a mixture, but every observed step of a Markov chain
     (hmmlearn's bic: the sum of the sequences' lengths), padding left out; one sequence is not
     one datum."""
-    from em._src.reporting.model_choice import num_data
+    from em._src.reporting.pointwise import num_data
 
     x = jnp.zeros((3, 20))
     assert num_data(hmm.gaussian, (x, 2), {}, per_datum=3) == 60

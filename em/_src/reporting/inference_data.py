@@ -24,7 +24,7 @@ import xarray as xr
 from em._src.loop.results import EMResult
 from em._src.reading.derive import evaluator
 from em._src.reporting.information import laplace
-from em._src.reporting.pointwise import log_p_per_datum
+from em._src.reporting.pointwise import log_p_per_datum, num_data
 from em._src.reporting.posterior import latent_posterior
 from em._src.typing import Model
 
@@ -97,7 +97,8 @@ def to_inference_data(
       InferenceData with groups ``posterior`` (one chain of one draw: θ̂),
       ``log_likelihood``, ``latent_posterior`` and ``standard_error`` (see the module),
       and attrs ``log_likelihood`` (log p(X | θ̂)), ``objective``, ``num_free`` (the
-      unconstrained dimension), ``num_data``, ``num_iter`` and ``converged``.
+      unconstrained dimension), ``num_data`` (BIC's N: the data plate's size, a Markov
+      chain's observed steps), ``num_iter`` and ``converged``.
     """
     if not isinstance(result, EMResult):
         raise ValueError(f"result must be an EMResult from em.fit, got {type(result).__name__}.")
@@ -109,7 +110,7 @@ def to_inference_data(
         log_likelihood=float(result.log_likelihood),
         objective=float(result.objective),
         num_free=approx.num_free,
-        num_data=int(loglik.shape[-1]),
+        num_data=num_data(model, args, kwargs, int(loglik.shape[-1])),  # BIC's N
         num_iter=int(result.num_iter),
         converged=int(bool(result.converged)),
     )

@@ -28,14 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from numpyro.distributions import MaskedDistribution
 
 from em._src.loop.driver import EMWarning, fit
 from em._src.loop.results import EMResult
 from em._src.reading.derive import checked_params, derive, evaluator
-from em._src.reading.numpyro_internals import is_scan_step, mask_of
-from em._src.reading.sites import model_trace, unconstrain
-from em._src.reporting.pointwise import log_p_per_datum
+from em._src.reading.sites import unconstrain
+from em._src.reporting.pointwise import log_p_per_datum, num_data
 from em._src.reporting.posterior import latent_posterior
 from em._src.typing import Model, PRNGKey
 
@@ -60,34 +58,6 @@ def num_free(model: Model, params: dict, *args: Any, **kwargs: Any) -> int:
     derived = derive(model, args, kwargs)
     shapes = jax.eval_shape(lambda p: unconstrain(derived.sites, p), checked_params(derived, params))
     return int(sum(np.prod(s.shape, dtype=int) for s in jax.tree_util.tree_leaves(shapes)))
-
-
-def num_data(model, args, kwargs, per_datum: int) -> int:
-    """N of BIC: the data plate's size (data points, respondents, sequences: ``per_datum``,
-    what :func:`em.pointwise_log_likelihood` counts); for a model with a Markov chain, its
-    observations (steps × sequences, padded steps left out), as hmmlearn counts them."""
-    chained = [
-        name
-        for name, site in derive(model, args, kwargs).trace.items()
-        if site["type"] == "sample" and site["is_observed"] and is_scan_step(site)
-    ]
-    if not chained:
-        return per_datum
-    trace = model_trace(model, args, kwargs)  # concrete: padding masks are computed in the model
-    return max(_unmasked_cells(trace[name]) for name in chained)
-
-
-def _unmasked_cells(site) -> int:
-    """How many of a site's batch cells count: those its masks (``handlers.mask``, as a
-    ``MaskedDistribution`` or the site's own mask) leave in."""
-    fn, shape = site["fn"], site["fn"].batch_shape
-    masks = [
-        m for m in (site.get("mask"), mask_of(fn) if isinstance(fn, MaskedDistribution) else None) if m is not None
-    ]
-    present = np.ones(shape, bool)
-    for mask in masks:
-        present = present & np.broadcast_to(np.asarray(mask), shape)
-    return int(present.sum())
 
 
 class ModelSelection(NamedTuple):

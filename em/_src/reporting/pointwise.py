@@ -8,16 +8,21 @@ of the enumerated factors restricted to its slice of that plate,
 
 so the entries sum to log p(X | θ). A model without such a plate, or with a discrete
 latent outside it (shared by several data), has one "datum": the whole data set.
-These are the values ArviZ's LOO and WAIC need, one per datum and draw.
+These are the values ArviZ's LOO and WAIC need, one per datum and draw. BIC's N is
+another count for a Markov chain (:func:`num_data`).
 """
 
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
+from numpyro.distributions import MaskedDistribution
 
 from em._src.kernels import enumeration
-from em._src.reading.derive import evaluator
+from em._src.reading.derive import derive, evaluator
+from em._src.reading.numpyro_internals import is_scan_step, mask_of
+from em._src.reading.sites import model_trace
 from em._src.typing import Model, ParamsLike
 
 
@@ -62,3 +67,31 @@ def pointwise_log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwa
       latent lies outside it. The entries sum to :func:`em.log_likelihood`.
     """
     return _evaluate.call(model, params, *args, **kwargs)
+
+
+def num_data(model, args, kwargs, per_datum: int) -> int:
+    """N of BIC: the data plate's size (data points, respondents, sequences: ``per_datum``,
+    what :func:`em.pointwise_log_likelihood` counts); for a model with a Markov chain, its
+    observations (steps × sequences, padded steps left out), as hmmlearn counts them."""
+    chained = [
+        name
+        for name, site in derive(model, args, kwargs).trace.items()
+        if site["type"] == "sample" and site["is_observed"] and is_scan_step(site)
+    ]
+    if not chained:
+        return per_datum
+    trace = model_trace(model, args, kwargs)  # concrete: padding masks are computed in the model
+    return max(_unmasked_cells(trace[name]) for name in chained)
+
+
+def _unmasked_cells(site) -> int:
+    """How many of a site's batch cells count: those its masks (``handlers.mask``, as a
+    ``MaskedDistribution`` or the site's own mask) leave in."""
+    fn, shape = site["fn"], site["fn"].batch_shape
+    masks = [
+        m for m in (site.get("mask"), mask_of(fn) if isinstance(fn, MaskedDistribution) else None) if m is not None
+    ]
+    present = np.ones(shape, bool)
+    for mask in masks:
+        present = present & np.broadcast_to(np.asarray(mask), shape)
+    return int(present.sum())
