@@ -7,8 +7,8 @@ iteration, not a line: on a CPU about 0.1–0.3 ms (a 400-point mixture's 3,000 
 0.05 s without, 0.8 s with), so it is for fits whose iterations take milliseconds or whose
 runs take minutes. A first line says the fit started: its compilation comes before the
 loop's first report. It needs ``em.fit`` called outside ``jax.jit`` and ``vmap``, where the
-host can show the fit while it runs. Restarts run vmapped: each reports, and a line shows the furthest
-iteration and the highest objective among them. Off by default: a fit without it compiles
+host can show the fit while it runs. Restarts run vmapped: each reports, and a line shows
+the furthest iteration and the highest objective among them. Off by default: a fit without it compiles
 no callback.
 """
 
@@ -32,10 +32,9 @@ class _Display:
         iteration, objective = int(iteration), float(objective)
         if iteration < 1:  # a restart's start, before its first M-step
             return
-        if iteration > self.iteration or objective > self.objective:
-            self.iteration = max(self.iteration, iteration)
-            if objective >= self.objective or not np.isfinite(self.objective):
-                self.objective, self.change = objective, float(change)
+        self.iteration = max(self.iteration, iteration)  # restarts report in turn: the furthest,
+        if objective >= self.objective:  # and the best objective with its change
+            self.objective, self.change = objective, float(change)
         now = time.monotonic()
         if now - self.last_line >= self.interval:
             self.last_line = now

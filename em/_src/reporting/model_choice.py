@@ -170,38 +170,28 @@ def select_model(
     if unknown:
         raise ValueError(f"mcmc has runs for {sorted(unknown)}, which are not among the (model, K) fitted.")
     kwargs.setdefault("priors", False)
-    model_kwargs = {name: v for name, v in kwargs.items() if name not in inspect.signature(fit).parameters}
-
-    def args_with(k):
-        return args if components_keyword else (*args, k)
-
-    def kwargs_with(k):
-        return {**kwargs, components_keyword: k} if components_keyword else kwargs
-
-    def model_kwargs_with(k):
-        return {**model_kwargs, components_keyword: k} if components_keyword else model_kwargs
-
+    fit_options = set(inspect.signature(fit).parameters)
     rows, fits = {}, {}
     for i, (label, model) in enumerate(models.items()):
         for j, k in enumerate(num_components):
             if kwargs.get("progress"):
                 done, total = i * len(num_components) + j + 1, len(models) * len(num_components)
                 print(f"em.select_model: {label}, K = {k} ({done} of {total})", file=sys.stderr)
+            # the model's arguments, K included (by keyword, or as the last positional argument)
+            call_args, call_kwargs = (
+                (args, {**kwargs, components_keyword: k}) if components_keyword else ((*args, k), kwargs)
+            )
             key = jax.random.fold_in(jax.random.fold_in(rng_key, i), k)  # the same starts whatever K's neighbours
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EMWarning)
-                result = fit(model, *args_with(k), rng_key=key, num_restarts=num_restarts, **kwargs_with(k))
+                result = fit(model, *call_args, rng_key=key, num_restarts=num_restarts, **call_kwargs)
+            own = [w for w in caught if issubclass(w.category, EMWarning)]
             for w in caught:  # the fit's own warnings go to the table; any other to the user
-                if not issubclass(w.category, EMWarning):
+                if w not in own:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            model_kwargs = {name: v for name, v in call_kwargs.items() if name not in fit_options}
             fits[label, k] = result
-            rows[label, k] = _row(
-                model,
-                result,
-                args_with(k),
-                model_kwargs_with(k),
-                [w for w in caught if issubclass(w.category, EMWarning)],
-            )
+            rows[label, k] = _row(model, result, call_args, model_kwargs, own)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "K"])
     if mcmc:
