@@ -100,7 +100,8 @@ def test_accelerators_never_lower_the_objective_between_accepted_iterates(num_co
     """A property over random models: random mixtures of random data, from random starts.
     Where a component collapses onto a point (scale ~1e-9, an unbounded likelihood, which
     em.fit warns of) plain EM steps themselves stop being monotone in floating point: one
-    such fit (3 components, seed 3) lost 0.2 nats in an EM step at scale 1.3e-8."""
+    such fit (3 components, seed 3) lost 0.2 nats in an EM step at scale 1.3e-8. em.fit
+    then stops at the iterate before that step ("descent"), so the history never falls."""
     import warnings
 
     from models import gmm
@@ -118,8 +119,9 @@ def test_accelerators_never_lower_the_objective_between_accepted_iterates(num_co
         # the objective has no maximum to converge to: reaching max_iter there is warned of,
         # and whether a stopping rule fires first is down to rounding (3 components, seed 3).
         stopped = result.stopped_because == "max_iter" and (scheme == "anderson" or collapsed)
-        assert bool(result.converged) or stopped
-        assert collapsed or _never_falls(result.history, result.num_iter), np.diff(np.asarray(result.history))
+        descended = result.stopped_because == "descent" and collapsed
+        assert bool(result.converged) or stopped or descended
+        assert _never_falls(result.history, result.num_iter), np.diff(np.asarray(result.history))
 
 
 def test_em_em_short_runs_reach_the_full_restarts_optimum():

@@ -50,12 +50,13 @@ class EMResult(NamedTuple):
 
     @property
     def stopped_because(self) -> str:
-        """Why the loop stopped: "converged", "max_iter" or "non-finite" (a restart's value).
+        """Why the loop stopped: "converged", "max_iter", "non-finite" (a restart's value) or
+        "descent" (an EM step lowered the objective beyond rounding: the iterate before it).
         For a concrete result; under ``jit`` or ``vmap`` read ``stop_code`` instead."""
         return STOP_REASONS[int(self.stop_code)]
 
 
-STOP_REASONS = ("converged", "max_iter", "non-finite")
+STOP_REASONS = ("converged", "max_iter", "non-finite", "descent")
 
 
 class Posterior(NamedTuple):
