@@ -15,7 +15,15 @@ transition row seen 25,000 times beside an initial state seen once: L-BFGS then
 took 1,000 steps on a 4-state HMM where Newton takes 7). The trust region matters
 where Q is flat in the unconstrained space: a mixture weight's logit, whose plain
 Newton step went from 4.6 to -44.9 and then to +55,680 (weights (1, 2e-16)) while
-the locations' gain hid the loss from a line search on the whole step. It stops once
+the locations' gain hid the loss from a line search on the whole step. No step is
+taken along a direction whose curvature is at the rounding of the largest (8 ulps of
+it): Q is flat there to the precision its Hessian is known, either because the
+likelihood does not depend on it (a softmax over all K columns, whose rows' common
+offset no datum sees) or because its gradient there is rounding too, and a step would
+be noise divided by noise. Taken, such steps made an input-driven HMM drift along its
+rows' offsets for all of max_iter (1,000 iterations, each moving the logits by about
+0.01 while the objective stayed put to 1e-13), so that the parameters' stopping rule
+never held; without them it converges in 21. It stops once
 the gradient norm is below ``tol``, or the gain the full Newton step predicts is
 below the rounding of f (after taking that step). Above ``max_params`` unconstrained
 reals, or with :func:`optax_m_step`, an optax ``GradientTransformation`` runs until the
@@ -207,7 +215,10 @@ def _newton(loss, init_params, max_steps, tol, dtype):
         size = jnp.maximum(1.0, jnp.abs(carry.params))
         eigenvalues, vectors = jnp.linalg.eigh(size[:, None] * hessian * size[None, :])
         curvature = jnp.maximum(jnp.abs(eigenvalues), rounding * jnp.max(jnp.abs(eigenvalues)))
-        along = vectors.T @ (size * grad)  # the scaled gradient in the eigenbasis
+        # No step along a direction whose curvature is at the rounding of the largest (see
+        # the module docstring): the minimum-norm Newton step, as a pseudo-inverse gives it.
+        level = jnp.abs(eigenvalues) <= rounding * jnp.max(jnp.abs(eigenvalues))
+        along = jnp.where(level, 0.0, vectors.T @ (size * grad))  # the scaled gradient in the eigenbasis
 
         def step_of(damping):  # (B + damping I) d = -g in the scaled eigenbasis; predicted gain
             d = -along / (curvature + damping)
