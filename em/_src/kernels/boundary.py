@@ -13,12 +13,15 @@ value (the double-``where`` idiom, done for the user's model). Their log-density
 there becomes a constant that does not depend on θ, as the true one does not: Q
 changes by a constant, its maximiser not at all, and its derivatives are finite and
 exact. (A cell that were on the boundary for some θ and not for others would make Q
-jump; a model that does that is not smooth in θ anyway.)
+jump; a model that does that is not smooth in θ anyway.) A probability vector is moved
+entry by entry instead: a row with structural zeros (a left-right HMM's transitions,
+[0, s, 1 - s]) depends on θ through its other entries, and replaced whole it had held
+s at its start.
 """
 
 import jax
 import jax.numpy as jnp
-from numpyro.distributions import Independent
+from numpyro.distributions import Independent, constraints
 from numpyro.distributions.transforms import IdentityTransform, IndependentTransform, biject_to
 
 
@@ -70,7 +73,20 @@ def interior(d):
         return d
     moved = {}
     for name, (value, constraint, transform) in params.items():
+        if base_constraint(constraint) is constraints.simplex:
+            # entry by entry: a probability vector with structural zeros (a left-right HMM's
+            # transition row) still depends on θ through its other entries; only the cells
+            # that select a zero are impossible, and they weigh nothing in Q
+            moved[name] = jnp.where(jax.lax.stop_gradient(value) > 0, value, 1.0)
+            continue
         boundary = _on_boundary(value, constraint, transform)
         boundary = jnp.reshape(boundary, boundary.shape + (1,) * constraint.event_dim)
         moved[name] = jnp.where(boundary, constraint.feasible_like(value), value)
     return _replaced(d, moved)
+
+
+def base_constraint(constraint):
+    """The constraint inside ``independent`` wrappers."""
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint

@@ -45,7 +45,7 @@ class DataPlate(NamedTuple):
 def data_plate(trace, sites: ModelSites) -> DataPlate | None:
     """The outermost plate that holds every latent and observed site (the data's leading
     axis, where :func:`chunked` slices), or None."""
-    names = [n for n in (*sites.latents, *sites.observed) if n in trace]
+    names = [n for n in (*sites.latents, *sites.data) if n in trace]
     common = None
     for name in names:
         frames = {f.name: (f.dim, f.size) for f in trace[name]["cond_indep_stack"]}

@@ -42,8 +42,8 @@ from numpyro import distributions as dist
 from numpyro.distributions import constraints
 
 from em._src.kernels import conjugate, enumeration, families
-from em._src.reading import selection
-from em._src.reading.numpyro_internals import mask_of
+from em._src.kernels.boundary import base_constraint
+from em._src.reading import masking, selection
 from em._src.reading.sites import constrain
 
 _ROLES = {
@@ -71,15 +71,9 @@ _PRIORS = {  # (role, prior family) -> the prior's name in the solvers
 }
 
 
-def _base_constraint(c):
-    while isinstance(c, constraints.independent):
-        c = c.base_constraint
-    return c
-
-
 def _natural(role: str, constraint) -> bool:
     """Whether a site's support is the one the role's closed form lands in."""
-    c = _base_constraint(constraint)
+    c = base_constraint(constraint)
     if role == "categorical":
         return c is constraints.simplex
     if role in ("bernoulli", "binomial"):
@@ -120,31 +114,6 @@ class Factor(NamedTuple):
     masked_inside: bool  # a mask under ``to_event`` (see :func:`_layers`)
 
 
-def _layers(fn):
-    """The distribution under masks, plate expansion and ``to_event``; the masks met; and
-    whether one lies under ``to_event`` (``d.mask(m).to_event(1)``: the E-step's weights carry
-    the masks outside it only, so the cells' statistics would count masked entries)."""
-    masks, inside, masked_inside = [], False, False
-    while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution, dist.Independent)):
-        if isinstance(fn, dist.MaskedDistribution):
-            masks.append(mask_of(fn))
-            masked_inside = masked_inside or inside
-        inside = inside or isinstance(fn, dist.Independent)
-        fn = fn.base_dist
-    return fn, masks, masked_inside
-
-
-def _fields(d) -> dict:
-    """A distribution's parameters by name (one that is itself a distribution, such as
-    HalfNormal's inner Normal, as the list of its arrays)."""
-    fields = {n: d.__dict__.get(n) for n in type(d).gather_pytree_data_fields()}
-    return {
-        n: v if isinstance(v, (jax.Array, np.ndarray, float, int)) else jax.tree_util.tree_leaves(v)
-        for n, v in fields.items()
-        if v is not None
-    }
-
-
 class Plan(NamedTuple):
     """The closed-form blocks of a model for one data set (built inside the trace)."""
 
@@ -167,17 +136,17 @@ def plan(trace_at, sites, params: dict, use_priors: bool) -> Plan:
         factors, priors, values, rest = {}, {}, {}, []
         for name in names:
             site = trace[name]
-            base, masks, masked_inside = _layers(site["fn"])
+            base, masks, masked_inside = masking.layers(site["fn"])
             event = tuple(site["fn"].event_shape[: len(site["fn"].event_shape) - base.event_dim])
             statics[name] = Factor(type(base), event, masked_inside)
-            factors[name] = _fields(base)
+            factors[name] = masking.fields(base)
             values[name] = site["value"]
             rest += [*masks, site["scale"]]
         for p in sites.params:
             if p.has_prior:
                 prior = trace[p.name]
-                base, masks, _ = _layers(prior["fn"])
-                priors[p.name] = _fields(base)
+                base, masks, _ = masking.layers(prior["fn"])
+                priors[p.name] = masking.fields(base)
                 rest += [*masks, prior["scale"]]
         rest = [v for v in jax.tree_util.tree_leaves(rest) if v is not None]
         return {"factors": factors, "priors": priors, "values": values, "rest": rest}
@@ -209,7 +178,7 @@ def _prior_types(trace, sites) -> dict:
     found = {}
     for p in sites.params:
         if p.has_prior:
-            base, masks, _ = _layers(trace[p.name]["fn"])
+            base, masks, _ = masking.layers(trace[p.name]["fn"])
             if not masks and trace[p.name]["scale"] is None:
                 found[p.name] = type(base)
     return found

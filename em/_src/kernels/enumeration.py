@@ -34,7 +34,7 @@ from em._src.kernels.chain import Chain, aligned, chain_of, log_normaliser, max_
 from em._src.reading import partly_observed
 from em._src.reading.masking import unwrap
 from em._src.reading.numpyro_internals import outside_chain
-from em._src.reading.sites import ModelSites, inspect_model, model_trace
+from em._src.reading.sites import ModelSites, as_seen, inspect_model, model_trace
 
 funsor.set_backend("jax")
 
@@ -50,9 +50,7 @@ class Factor(NamedTuple):
 
 def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
     """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel."""
-    enumerated = enum(
-        config_enumerate(partly_observed.PartlyObserved(model)), first_available_dim=sites.first_available_dim
-    )
+    enumerated = enum(config_enumerate(as_seen(model)), first_available_dim=sites.first_available_dim)
     with plate_to_enum_plate():
         return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
 
@@ -65,13 +63,12 @@ def log_prob_shape(site) -> tuple:
 
 
 def site_log_prob(site, enumerated: bool, statistics=None):
-    """Scaled, then masked, log p of one traced site; masked enumerated cells count log(1/K),
-    unscaled, so that a masked datum adds log Σ_k 1/K = 0 whatever the scale.
-    ``statistics``: the E-step's ``(T(x - shift), shift)`` of the site's value, if any."""
+    """Masked log p of one traced site, unscaled (a scale weights the data in
+    :func:`contract`, :mod:`em._src.kernels.weighting`); masked enumerated cells count
+    log(1/K), so that a masked datum adds log Σ_k 1/K = 0. ``statistics``: the E-step's
+    ``(T(x - shift), shift)`` of the site's value, if any."""
     d, mask = unwrap(site["fn"])
     base_log_prob = families.log_prob(d, site["value"], statistics)
-    if site["scale"] is not None:
-        base_log_prob = site["scale"] * base_log_prob
     masked_value = 0.0
     if enumerated:
         masked_value = -jnp.log(site["fn"].enumerate_support(expand=False).shape[0])
@@ -123,11 +120,14 @@ def factors_at(model, params: dict, args, kwargs):
 
 
 def log_prior(trace, sites: ModelSites):
-    """Σ log p(θ) over the sample sites of θ (no Jacobian: the model's own density)."""
-    return sum(
-        (jnp.sum(trace[p.name]["fn"].log_prob(trace[p.name]["value"])) for p in sites.params if p.has_prior),
-        start=jnp.zeros(()),
-    )
+    """Σ log p(θ) over the sample sites of θ (no Jacobian: the model's own density), each
+    times its scale where ``handlers.scale`` gives it one."""
+
+    def term(site):
+        log_prob = jnp.sum(site["fn"].log_prob(site["value"]))
+        return log_prob if site["scale"] is None else jnp.sum(site["scale"] * site["fn"].log_prob(site["value"]))
+
+    return sum((term(trace[p.name]) for p in sites.params if p.has_prior), start=jnp.zeros(()))
 
 
 def _sum_unnamed_dims(log_prob, dim_to_name):
@@ -237,14 +237,16 @@ def _contract_chain(chain: Chain, layout, log_probs: dict, latents, keep: str | 
     return jnp.sum(per_chain, axis=tuple(a for a in range(len(chain.plates)) if a != axis))
 
 
-def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = False):
+def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = False, weighting=None):
     """log Σ_Z Π_f f: the log evidence from the data factors' log-probabilities.
 
     With ``keep``, the name of a plate, that plate is not multiplied out: the result
     has one entry per index i of the plate, log Σ_Z Π_f f restricted to slice i
     (pointwise log-likelihood; the entries sum to the log evidence when every latent
     lies inside the plate). With ``maximise``, max_Z instead of Σ_Z (its gradient is
-    one on the most probable assignment's cells).
+    one on the most probable assignment's cells). With ``weighting`` (the trace's data
+    weights, :func:`em._src.kernels.weighting.weighting`), each datum of the weighted plate
+    counts its weight times, after its latents are summed out: Σ_n w_n log Σ_{z_n} Π_f f.
 
     Impossible cells (log f = -inf) enter as a huge finite negative number, and a
     result that contains one is -inf again. Where every cell of a slice is impossible
@@ -253,16 +255,39 @@ def contract(layout, log_probs: dict, keep: str | None = None, maximise: bool = 
     floored, its gradient is finite and carries weight zero, as it should.
     """
     dtype = jnp.result_type(*log_probs.values(), float)
-    floor = _impossible(dtype)
     log_probs = {name: jnp.asarray(lp, dtype) for name, lp in log_probs.items()}  # one floor for all
+    if weighting is not None:  # factors without a latent: w log f in place
+        log_probs = {n: lp * weighting.inline[n] if n in weighting.inline else lp for n, lp in log_probs.items()}
+    if weighting is None or weighting.plate is None:
+        return _unfloored(_contract(layout, log_probs, keep, maximise))
+    inside = [f for f in layout if f.name in weighting.weighted]
+    outside = [f for f in layout if f.name not in weighting.weighted]
+    if keep not in (None, weighting.plate) or (keep is not None and outside):
+        raise NotImplementedError(
+            f"Terms along '{keep}' of a model whose data are weighted along '{weighting.plate}' (handlers.scale)."
+        )
+    per_datum = _unfloored(_contract(inside, log_probs, weighting.plate, maximise))
+    weights = jnp.broadcast_to(weighting.weights, jnp.shape(per_datum))
+    weighted = jnp.where(weights > 0, weights * per_datum, 0.0)  # a datum of weight 0 counts nothing
+    if keep is not None:
+        return weighted
+    rest = _unfloored(_contract(outside, log_probs, None, maximise)) if outside else 0.0
+    return jnp.sum(weighted) + rest
+
+
+def _contract(layout, log_probs: dict, keep: str | None, maximise: bool):
+    """:func:`contract` of ``layout``'s factors, impossible cells floored."""
     latents = frozenset(f.name for f in layout if f.enumerated)
     chain = chain_of(layout)
     if chain is not None:
-        result = _contract_chain(chain, layout, log_probs, latents, keep, maximise)
-    else:
-        kept = frozenset() if keep is None else frozenset({keep})
-        result = _funsor_contract(layout, log_probs, latents, kept, maximise).data
-    return jnp.where(result > floor / 2, result, -jnp.inf)
+        return _contract_chain(chain, layout, log_probs, latents, keep, maximise)
+    kept = frozenset() if keep is None else frozenset({keep})
+    return _funsor_contract(layout, log_probs, latents, kept, maximise).data
+
+
+def _unfloored(result):
+    """A contraction's result, -inf again where it holds an impossible cell."""
+    return jnp.where(result > _impossible(jnp.result_type(result, float)) / 2, result, -jnp.inf)
 
 
 def _floored(log_prob):

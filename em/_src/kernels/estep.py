@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from em._src.kernels import enumeration
+from em._src.kernels import enumeration, weighting
 from em._src.kernels.boundary import interior
 from em._src.kernels.families import Family, family_of, parameter_batch_shape
 from em._src.reading.masking import unwrap, value_mask
@@ -139,12 +139,10 @@ def _centred_statistics(site, family: Family, shift=None):
 
 
 def _effective_weights(site, weights):
-    """Posterior weights with the mask and scale of the site folded in."""
+    """Posterior weights with the mask of the site folded in (its data weights, a scale,
+    are in them already: :func:`em._src.kernels.enumeration.contract`)."""
     _, mask = unwrap(site["fn"])
-    w = weights * mask
-    if site["scale"] is not None:
-        w = w * site["scale"]
-    return jnp.broadcast_to(w, jnp.shape(weights))
+    return jnp.broadcast_to(weights * mask, jnp.shape(weights))
 
 
 def summarise(trace, layout, weights: dict, plans: dict, statistics: dict) -> dict:
@@ -215,7 +213,10 @@ def e_step(trace_at, sites: ModelSites, params: dict, use_statistics: bool, shif
     # digit (a reported log-likelihood of +1805 where log p(x | θ) was -102.8), and it is
     # what is reported, compared to stop, and used to rank restarts.
     log_probs = enumeration.log_probs(trace, layout, statistics)
-    log_likelihood, weights = jax.value_and_grad(lambda lp: enumeration.contract(layout, lp))(log_probs)
+    weights_of_data = weighting.weighting(trace, layout)
+    log_likelihood, weights = jax.value_and_grad(
+        lambda lp: enumeration.contract(layout, lp, weighting=weights_of_data)
+    )(log_probs)
     summaries = summarise(trace, layout, weights, plans, statistics)
     return EStep(log_likelihood, enumeration.log_prior(trace, sites), summaries)
 

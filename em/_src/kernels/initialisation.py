@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from em._src.kernels import enumeration, estep
+from em._src.kernels import enumeration, estep, weighting
 from em._src.reading.masking import masked_moments, valid_entries
 from em._src.reading.sites import ModelSites
 
@@ -264,7 +264,8 @@ def random_summaries(stream: RandomStream, trace, sites: ModelSites, use_statist
         preference = _preferences(stream, factor, log_prob, latent, plates, anchors)
         random_log_probs[name] = random_log_probs[name] + noise + preference
     random_log_probs = {n: jnp.where(log_probs[n] > -jnp.inf, lp, -jnp.inf) for n, lp in random_log_probs.items()}
-    weights = jax.grad(lambda lp: enumeration.contract(layout, lp))(random_log_probs)
+    data_weights = weighting.weighting(trace, layout)
+    weights = jax.grad(lambda lp: enumeration.contract(layout, lp, weighting=data_weights))(random_log_probs)
     for name, (dim, scale) in _anchor_scales(anchors, num_anchors).items():
         for factor in layout:
             if name in factor.dim_to_name.values():

@@ -59,7 +59,7 @@ def collapse_ratios(trace, sites) -> dict:
     it (the Cholesky factor's squared diagonal): ~0 also where the component collapsed
     onto a line, as on collinear data."""
     ratios = {}
-    for name in sites.observed:
+    for name in sites.data:
         site = trace.get(name)
         if site is None or site["fn"].support.is_discrete:
             continue

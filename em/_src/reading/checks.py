@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
+from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from em._src import compilation
 from em._src.kernels.boundary import is_identity
-from em._src.reading.masking import unwrap, value_mask_of_shape
-from em._src.reading.sites import ModelSites
+from em._src.reading import arguments
+from em._src.reading.masking import layers, value_mask_of_shape
+from em._src.reading.sites import ModelSites, as_seen
 
 
 def is_concrete(*trees) -> bool:
@@ -48,17 +50,14 @@ def _first(bad):
     return jnp.sum(bad), jnp.unravel_index(jnp.argmax(bad.ravel()), bad.shape)
 
 
-@partial(compilation.jit, static_argnums=0)
-def _observed_flags(static, leaves, values: dict, masks: dict) -> dict:
+def _flags_of(values: dict, masks: dict, supports: dict, event_dims: dict) -> dict:
     """Per site: how many values that count are non-finite, and the first one's index;
     where the support is known, the same for those outside it, with the first one's
     value. Only these few numbers come back, the same in every process, also for data
     spread over several (a process cannot read the values another holds)."""
-    structure, event_dims = static
-    supports = jax.tree_util.tree_unflatten(structure, leaves)
     flags = {}
-    for name, event_dim in event_dims:
-        value, mask = values[name], masks[name]
+    for name, value in values.items():
+        mask, event_dim = masks[name], event_dims[name]
         finite = jnp.all(jnp.isfinite(value), axis=tuple(range(value.ndim - event_dim, value.ndim)))
         flags[name] = {"non-finite": _first(~finite & mask)}
         if name in supports:
@@ -68,34 +67,88 @@ def _observed_flags(static, leaves, values: dict, masks: dict) -> dict:
     return flags
 
 
-def check_observed(trace, sites: ModelSites):
+@partial(compilation.jit, static_argnums=0)
+def _given_flags(static, leaves, values: dict, masks: dict) -> dict:
+    """:func:`_flags_of` the values the caller passed to their sites as they are."""
+    structure, event_dims = static
+    return _flags_of(values, masks, jax.tree_util.tree_unflatten(structure, leaves), dict(event_dims))
+
+
+def _feasible(msg):
+    """A value in the support of an unobserved sample site (a stand-in: no sampler compiled)."""
+    if msg["type"] == "sample" and not msg["is_observed"]:
+        return msg["fn"].support.feasible_like(jnp.zeros(msg["fn"].shape()))
+    return None
+
+
+@partial(compilation.jit, static_argnums=0)
+def _computed_flags(static, leaves, dynamic) -> dict:
+    """:func:`_flags_of` the values the model computes for its sites (inside a scan's steps,
+    or from its arguments, such as ``y[:, j]``), from one compiled trace of the model whose
+    unobserved sites hold stand-ins."""
+    model, arguments_static, names, structure, event_dims = static
+    args, kwargs = arguments.join(arguments_static, dynamic)
+    seeded = handlers.seed(handlers.substitute(as_seen(model), substitute_fn=_feasible), rng_seed=0)
+    trace = handlers.trace(seeded).get_trace(*args, **kwargs)
+    values = {name: trace[name]["value"] for name in names}
+    masks = {name: value_mask_of_shape(trace[name]) for name in names}
+    return _flags_of(values, masks, jax.tree_util.tree_unflatten(structure, leaves), dict(event_dims))
+
+
+def _flags_read(function, names: list, supports: dict, event_dims: dict, *arrays) -> dict:
+    """``function``'s flags of the sites ``names``, read on the host (see :func:`checked_now`)."""
+    known = {n: supports[n] for n in names if n in supports}
+    leaves, structure = jax.tree_util.tree_flatten(known)
+    with checked_now():
+        return jax.device_get(function((structure, tuple((n, event_dims[n]) for n in names)), leaves, *arrays))
+
+
+def checked_now():
+    """A context in which a check of concrete values runs at once, also where a user's ``jit`` or
+    ``vmap`` traces the call (its compiled functions would return tracers there, and a check
+    of a tracer's value cannot be made)."""
+    return jax.ensure_compile_time_eval()
+
+
+def check_observed(model, args, kwargs, trace, sites: ModelSites):
     """Observed values must be finite and inside their distribution's support where they
-    count (masked-out entries may be anything, NaN included). One compiled call (cached
-    across fits) that reads all of the data where they are, a global array spread over
-    processes too, and returns only what an error message needs."""
-    supports, values, masks, event_dims = {}, {}, {}, []
+    count (masked-out entries may be anything, NaN included). The values passed to their
+    sites as they are are read in one compiled call (cached across fits: it depends on
+    their shapes only), a global array spread over processes too; the values the model
+    computes (a scan's steps, ``y[:, j]``) in one more, which traces the model. Both return
+    only what an error message needs, before anything else is compiled."""
+    supports, event_dims, given, computed = {}, {}, {}, []
     for name in sites.observed:
         site = trace[name]
-        if not is_concrete(site["value"]):  # computed inside the model (a scan): not checkable here
-            continue
-        mask = value_mask_of_shape(site)
-        if not is_concrete(mask):
-            continue
-        values[name], masks[name] = site["value"], mask
-        event_dims.append((name, site["fn"].event_dim))
-        support = unwrap(site["fn"])[0].support
+        event_dims[name] = site["fn"].event_dim
+        support = site["fn"].support  # a mask's or a plate's is its distribution's
         if is_concrete(jax.tree_util.tree_leaves(support)):  # bounds that do not depend on θ
             supports[name] = support
-    leaves, structure = jax.tree_util.tree_flatten(supports)
-    flags = jax.device_get(_observed_flags((structure, tuple(event_dims)), leaves, values, masks))
-    for name, site_flags in flags.items():
+        # values and masks the abstract trace computed are its tracers: no operation may touch them
+        if is_concrete(site["value"], layers(site["fn"])[1]):
+            given[name] = (site["value"], value_mask_of_shape(site))
+        else:
+            computed.append(name)
+    flags = {}
+    if given:
+        values, masks = {n: v for n, (v, _) in given.items()}, {n: m for n, (_, m) in given.items()}
+        flags.update(_flags_read(_given_flags, list(given), supports, event_dims, values, masks))
+    if computed:
+        arguments_static, dynamic = arguments.split(args, kwargs)
+
+        def computed_flags(static, leaves, dynamic):
+            return _computed_flags((model, arguments_static, tuple(computed), *static), leaves, dynamic)
+
+        flags.update(_flags_read(computed_flags, computed, supports, event_dims, dynamic))
+    in_order = [(name, flags[name]) for name in sites.observed]
+    for name, site_flags in in_order:
         count, where = site_flags["non-finite"]
         if count:
             raise ValueError(
                 f"Observed site '{name}' has {int(count)} NaN or infinite value(s) "
                 f"(first at index {list(map(int, where))}). Drop them, or mark them missing with obs_mask."
             )
-    for name, site_flags in flags.items():
+    for name, site_flags in in_order:
         if "outside" not in site_flags:
             continue
         count, where, value = site_flags["outside"]
@@ -128,8 +181,9 @@ def _support_flags(values: dict, sites: ModelSites) -> dict:
     not a compilation per eager operation."""
     constraints = {p.name: p.constraint for p in sites.params if p.name in values}
     leaves, structure = jax.tree_util.tree_flatten(constraints)
-    flags = _flags(structure, leaves, {k: jnp.asarray(v) for k, v in values.items()})
-    return jax.tree_util.tree_map(bool, flags)
+    with checked_now():
+        flags = _flags(structure, leaves, {k: jnp.asarray(v) for k, v in values.items()})
+        return jax.tree_util.tree_map(bool, flags)
 
 
 def check_init(init: dict, sites: ModelSites, strictly_inside: bool = False):
@@ -141,6 +195,11 @@ def check_init(init: dict, sites: ModelSites, strictly_inside: bool = False):
     """
     known = {p.name: p for p in sites.params}
     for name, value in init.items():
+        if name in sites.fixed:
+            raise ValueError(
+                f"init names '{name}', which the model's own handlers fix (handlers.substitute): it is not a "
+                "parameter of the fit. Leave it out of init, or take the handler away to fit it."
+            )
         if name not in known:
             raise ValueError(
                 f"init names '{name}', which is not a parameter of the model; its parameter sites are {sorted(known)}."

@@ -14,7 +14,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.reading import arguments, checks
+from em._src.kernels import weighting
+from em._src.reading import arguments, checks, priors
 from em._src.reading.sites import ModelSites, abstract_trace, inspect_model
 
 
@@ -39,9 +40,11 @@ def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = ()) -
     sites = inspect_model(trace)
     if fitting:
         checks.check_model(sites)
+        priors.check_priors(model, args, kwargs, sites)
+    weighting.check_scales(model, args, kwargs, trace, sites)
     concrete = checks.is_concrete(args, kwargs)
     if concrete:
-        checks.check_observed(trace, sites)
+        checks.check_observed(model, args, kwargs, trace, sites)
     static, dynamic = arguments.split(args, kwargs)
     return Derived(model, static, dynamic, sites, trace, concrete)
 

@@ -1,6 +1,9 @@
-"""What lies inside NumPyro's plate expansion and masking of a site's distribution."""
+"""What lies inside NumPyro's plate expansion, masking and ``to_event`` of a site's distribution."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+from numpyro import distributions as dist
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 
 from em._src.reading.numpyro_internals import mask_of
@@ -56,3 +59,28 @@ def masked_moments(values, valid, axes):
     mean = jnp.sum(jnp.where(valid, values, 0.0), axes) / count
     variance = jnp.sum(jnp.where(valid, (values - mean) ** 2, 0.0), axes) / count
     return mean, variance
+
+
+def layers(fn):
+    """The distribution under masks, plate expansion and ``to_event``; the masks met; and
+    whether one lies under ``to_event`` (``d.mask(m).to_event(1)``: the E-step's weights carry
+    the masks outside it only, so the cells' statistics would count masked entries)."""
+    masks, inside, masked_inside = [], False, False
+    while isinstance(fn, (dist.MaskedDistribution, dist.ExpandedDistribution, dist.Independent)):
+        if isinstance(fn, dist.MaskedDistribution):
+            masks.append(mask_of(fn))
+            masked_inside = masked_inside or inside
+        inside = inside or isinstance(fn, dist.Independent)
+        fn = fn.base_dist
+    return fn, masks, masked_inside
+
+
+def fields(d) -> dict:
+    """A distribution's parameters by name (one that is itself a distribution, such as
+    HalfNormal's inner Normal, as the list of its arrays)."""
+    found = {n: d.__dict__.get(n) for n in type(d).gather_pytree_data_fields()}
+    return {
+        n: v if isinstance(v, (jax.Array, np.ndarray, float, int)) else jax.tree_util.tree_leaves(v)
+        for n, v in found.items()
+        if v is not None
+    }

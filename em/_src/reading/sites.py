@@ -7,7 +7,10 @@ which sites are which:
   (its prior makes the fit MAP-EM);
 - Z: every discrete, unobserved ``sample`` site with enumerable support;
 - X: every observed ``sample`` site (``obs=``, including the observed half of an
-  ``obs_mask`` site).
+  ``obs_mask`` site, and a site ``condition`` or ``substitute`` sets).
+
+A ``param`` site whose value a ``substitute`` inside the model sets is fixed: not part of θ
+(:mod:`em._src.reading.fixed`).
 
 Anything else (a per-datum continuous latent, a discrete latent with unbounded
 support) is an error raised here, naming the site, before any work is done.
@@ -21,6 +24,8 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
+from em._src.reading.fixed import FIXED, FixedSites, check_scans
+from em._src.reading.numpyro_internals import is_scan_step
 from em._src.reading.partly_observed import PartlyObserved
 
 
@@ -45,6 +50,13 @@ class ModelSites(NamedTuple):
     latents: tuple  # names of the enumerated discrete sites
     observed: tuple  # names of the observed sample sites
     max_plate_nesting: int
+    fixed: tuple = ()  # names of the sites the model's own handlers fix (em._src.reading.fixed)
+
+    @property
+    def data(self) -> tuple:
+        """The observed sites that hold data: not those a handler fixes (a frozen parameter's
+        prior density counts, but its plate holds no data)."""
+        return tuple(n for n in self.observed if n not in self.fixed)
 
     @property
     def first_available_dim(self) -> int:
@@ -56,12 +68,18 @@ def _plates(site) -> frozenset:
     return frozenset(f.name for f in site["cond_indep_stack"])
 
 
+def as_seen(model, check_masks: bool = False):
+    """The model as every trace EM makes sees it: its partly observed sites split
+    (:class:`PartlyObserved`) and the sites its own handlers fix marked (:class:`FixedSites`)."""
+    return PartlyObserved(FixedSites(model), check_masks=check_masks)
+
+
 def model_trace(model, args, kwargs):
     """One plain trace of the model; unobserved sites draw from a fixed seed.
 
     Partly observed sites appear as EM sees them (:mod:`em._src.reading.partly_observed`).
     """
-    return handlers.trace(handlers.seed(PartlyObserved(model, check_masks=True), rng_seed=0)).get_trace(*args, **kwargs)
+    return handlers.trace(handlers.seed(as_seen(model, check_masks=True), rng_seed=0)).get_trace(*args, **kwargs)
 
 
 def abstract_trace(model, args, kwargs):
@@ -98,11 +116,14 @@ def inspect_model(tr) -> ModelSites:
     """Classify the sites of a :func:`model_trace`; raise ValueError for sites EM cannot handle."""
     samples = [s for s in tr.values() if s["type"] == "sample"]
     observed = [s for s in samples if s["is_observed"]]
-    data_plates = frozenset().union(*(_plates(s) for s in observed))
-    params, latents = [], []
+    data_plates = frozenset().union(*(_plates(s) for s in observed if not s.get(FIXED)))
+    check_scans(tr)
+    params, latents, fixed = [], [], []
     for site in tr.values():
         name = site["name"]
-        if site["type"] == "param":
+        if site["type"] == "param" and site.get(FIXED):
+            fixed.append(name)
+        elif site["type"] == "param":
             constraint = site["kwargs"].get("constraint", constraints.real)
             params.append(ParamSite(name, constraint, jnp.asarray(site["value"]), False))
         elif site["type"] == "sample" and not site["is_observed"]:
@@ -117,6 +138,14 @@ def inspect_model(tr) -> ModelSites:
                     )
                 latents.append(name)
                 continue
+            if is_scan_step(site):
+                raise ValueError(
+                    f"Continuous latent site '{name}' is inside a scan: a continuous state of a Markov chain. "
+                    "EM can neither enumerate it nor fit it as a parameter (one per step, whose joint mode with "
+                    "the chain's scales is not the likelihood's maximum), and em does not yet integrate "
+                    "continuous states out (a Kalman filter would, for linear-Gaussian ones). Write the chain's "
+                    "likelihood in the model, or sample the model as it is with NumPyro's NUTS."
+                )
             shared = _plates(site) & data_plates
             if shared:
                 raise ValueError(
@@ -135,6 +164,7 @@ def inspect_model(tr) -> ModelSites:
         latents=tuple(latents),
         observed=tuple(s["name"] for s in observed),
         max_plate_nesting=nesting,
+        fixed=tuple(fixed) + tuple(s["name"] for s in observed if s.get(FIXED)),
     )
 
 

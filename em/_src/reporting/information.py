@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.stats import norm
 
 from em._src import compilation
-from em._src.kernels import enumeration
+from em._src.kernels import enumeration, weighting
 from em._src.reading import arguments
 from em._src.reading.derive import checked_params, derive
 from em._src.reading.sites import constrain, inspect_model, model_trace, unconstrain
@@ -71,7 +71,7 @@ def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
 def _objective(model, args, kwargs, params, priors: bool):
     """log p(X | θ) (+ log p(θ)), the latents summed out: what EM maximises."""
     sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
-    value = enumeration.contract(layout, log_probs)
+    value = weighting.log_evidence(trace, layout, log_probs)
     return value + enumeration.log_prior(trace, sites) if priors else value
 
 

@@ -50,7 +50,7 @@ def component_axes(trace, sites: ModelSites) -> ComponentAxes:
         return ComponentAxes(None, 0, {})
     latent = sites.latents[0]
     k = int(trace[latent]["fn"].enumerate_support(expand=False).shape[0])
-    data_plates = {f.name for name in sites.observed for f in trace[name]["cond_indep_stack"]}
+    data_plates = {f.name for name in sites.data for f in trace[name]["cond_indep_stack"]}
     axes = {}
     for p in sites.params:
         site = trace[p.name]

@@ -23,6 +23,7 @@ from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 
 from em._src.reading import checks
 from em._src.reading.derive import derive
+from em._src.reading.fixed import FixedSites
 from em._src.reporting.inference_data import build, per_draw
 from em._src.typing import Model, ParamsLike, PRNGKey
 
@@ -31,6 +32,20 @@ def _check_counts(**counts):
     for name, (value, least) in counts.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
+
+
+def _check_unweighted(derived):
+    """ValueError for data weighted after their latents are summed out (handlers.scale,
+    :mod:`em._src.kernels.weighting`): NumPyro's enumeration scales each factor before the
+    sum, a tempered likelihood, not the one em.fit maximises."""
+    weighted = [name for name in derived.sites.latents if derived.trace[name]["scale"] is not None]
+    if weighted:
+        raise ValueError(
+            f"run_nuts: latent site '{weighted[0]}' is weighted with handlers.scale. em.fit reads such weights as "
+            "repeating each datum (the weight applied after the latents are summed out); NumPyro's enumeration "
+            "applies them before the sum, a tempered likelihood, so NUTS would sample another posterior than "
+            "the one em.fit's fit belongs to. Repeat the data instead, or sample without the weights."
+        )
 
 
 def run_nuts(
@@ -63,14 +78,16 @@ def run_nuts(
       (p(z | x, θ_s) per draw), and ``sample_stats`` (``diverging``).
     """
     _check_counts(num_warmup=(num_warmup, 0), num_samples=(num_samples, 1), num_chains=(num_chains, 1))
-    sites = derive(model, args, kwargs).sites
+    derived = derive(model, args, kwargs)
+    sites = derived.sites
+    _check_unweighted(derived)
     init = dict(init or {})
     checks.check_init(init, sites)
     fixed = {p.name: jnp.asarray(init.get(p.name, p.default)) for p in sites.params if not p.has_prior}
     sampled = [p.name for p in sites.params if p.has_prior]
     start = {k: jnp.asarray(v) for k, v in init.items() if k in sampled}
     kernel = NUTS(
-        config_enumerate(substitute(model, data=fixed)),
+        config_enumerate(substitute(FixedSites(model), data=fixed)),
         init_strategy=init_to_value(values=start) if start else init_to_uniform,
     )
     mcmc = MCMC(

@@ -3,7 +3,8 @@
 Each model m is fitted for each number of components K by :func:`em.fit` (its restarts
 vmapped), giving θ̂ and ℓ = log p(X | θ̂). With k the free parameters (the unconstrained
 dimension) and N the data (the size of the data plate, :func:`em.pointwise_log_likelihood`;
-for a Markov chain, its observations: :func:`num_data`):
+for a Markov chain, its observations: :func:`num_data`; for data weighted with
+``handlers.scale``, the sum of the weights, as many data as the repeated data would have):
 
 - AIC = −2ℓ + 2k (Akaike 1974);
 - BIC = −2ℓ + k log N (Schwarz 1978), scikit-learn's sign; mclust reports 2ℓ − k log N;
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from em._src.kernels import enumeration, weighting
 from em._src.loop.driver import EMWarning, fit
 from em._src.loop.results import EMResult
 from em._src.reading.derive import checked_params, derive, evaluator
@@ -41,12 +43,22 @@ CRITERIA = ("aic", "bic", "icl", "looic")
 
 
 def _classification_terms(model, args, kwargs, params):
-    """(log p(x_i | θ) per datum, Σ over latent cells of log max_v p(z = v | X, θ))."""
+    """(log p(x_i | θ) per datum, Σ over latent cells of log max_v p(z = v | X, θ), and the
+    sum of the data's weights where ``handlers.scale`` weights them, else NaN). With data
+    weights, each cell's term counts its datum's weight times, as its repetitions would."""
     pointwise = log_p_per_datum(model, args, kwargs, params)
     probs = latent_posterior(model, args, kwargs, params).probs
     # the most probable of K values has probability at least 1/K: its log is finite
-    certainty = sum(jnp.sum(jnp.log(jnp.max(p, axis=-1))) for p in probs.values())
-    return pointwise, certainty
+    certainty = {name: jnp.log(jnp.max(p, axis=-1)) for name, p in probs.items()}
+    _, trace, layout, _ = enumeration.factors_at(model, params, args, kwargs)
+    weights = weighting.weighting(trace, layout)
+    if weights is None or weights.plate is None:
+        return pointwise, sum(jnp.sum(c) for c in certainty.values()), jnp.full((), jnp.nan, jnp.result_type(float))
+    factor = next(f for f in layout if f.name in weights.weighted)
+    dim = next(d for d, n in factor.dim_to_name.items() if n == weights.plate)
+    size = next(f.size for f in trace[factor.name]["cond_indep_stack"] if f.name == weights.plate)
+    along = jnp.reshape(jnp.broadcast_to(weights.weights, (size,)), (size,) + (1,) * (-dim - 1))
+    return pointwise, sum(jnp.sum(along * c) for c in certainty.values()), jnp.sum(along)
 
 
 _classification = evaluator(_classification_terms)
@@ -222,9 +234,9 @@ def _choice(table: pd.DataFrame, criterion: str, quiet: bool = False) -> tuple:
 
 def _row(model, result: EMResult, args, model_kwargs, caught) -> dict:
     """The table's row of one fit; ``args`` and ``model_kwargs`` as the model took them (K included)."""
-    pointwise, certainty = _classification.call(model, result.params, *args, **model_kwargs)
+    pointwise, certainty, weights = _classification.call(model, result.params, *args, **model_kwargs)
     ell, free = float(result.log_likelihood), num_free(model, result.params, *args, **model_kwargs)
-    n = num_data(model, args, model_kwargs, pointwise.size)
+    n = num_data(model, args, model_kwargs, pointwise.size) if np.isnan(weights) else float(weights)
     bic = -2 * ell + free * np.log(n)
     return {
         "log_likelihood": ell,

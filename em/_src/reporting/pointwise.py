@@ -19,20 +19,21 @@ import numpy as np
 from jaxtyping import Array, Float
 from numpyro.distributions import MaskedDistribution
 
-from em._src.kernels import enumeration
+from em._src.kernels import enumeration, weighting
 from em._src.reading.derive import derive, evaluator
 from em._src.reading.numpyro_internals import is_scan_step, mask_of
 from em._src.reading.sites import model_trace
 from em._src.typing import Model, ParamsLike
 
 
-def data_plate(layout) -> str | None:
-    """The outermost plate shared by every observed factor, when every latent lies in it."""
+def data_plate(layout, fixed: tuple = ()) -> str | None:
+    """The outermost plate shared by every observed factor (but those of ``fixed`` sites,
+    which hold no data), when every latent lies in it."""
     latents = [f for f in layout if f.enumerated]
     latent_names = {f.name for f in latents}
     shared = None
     for factor in layout:
-        if factor.enumerated:
+        if factor.enumerated or factor.name in fixed:
             continue
         plates = {dim: name for dim, name in factor.dim_to_name.items() if name not in latent_names}
         shared = plates if shared is None else {d: n for d, n in shared.items() if plates.get(d) == n}
@@ -46,8 +47,9 @@ def data_plate(layout) -> str | None:
 
 def log_p_per_datum(model, args, kwargs, params):
     """log p(x_i | θ) per datum of the data plate (traced; see :func:`pointwise_log_likelihood`)."""
-    _, _, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
-    return jnp.reshape(enumeration.contract(layout, log_probs, keep=data_plate(layout)), (-1,))
+    sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
+    plate = data_plate(layout, sites.fixed)
+    return jnp.reshape(weighting.log_evidence(trace, layout, log_probs, keep=plate), (-1,))
 
 
 _evaluate = evaluator(log_p_per_datum)
