@@ -155,3 +155,86 @@ def test_a_probability_heading_for_zero_meets_the_parameters_rule():
     result = em.fit(hmm.gaussian, y, 3, rng_key=jax.random.PRNGKey(1))
     assert bool(result.converged) and int(result.num_iter) < 200
     assert float(jnp.max(result.params["initial"])) > 1 - 1e-6
+
+
+def input_driven_hmm(x, u, num_states):
+    """An input-driven HMM (an IOHMM): transition logits a[prev] + b[prev] u_t over all K
+    columns, as a textbook softmax writes them; a row's common offset is not identified."""
+    from numpyro.contrib.control_flow import scan
+
+    k = num_states
+    initial = numpyro.param("initial", jnp.ones(k) / k, constraint=dist.constraints.simplex)
+    a, b = numpyro.param("a", jnp.zeros((k, k))), numpyro.param("b", jnp.zeros((k, k)))
+    locs = numpyro.param("locs", jnp.linspace(-1.0, 1.0, k))
+    scales = numpyro.param("scales", jnp.ones(k), constraint=dist.constraints.positive)
+
+    def step(previous, inputs):
+        x_t, u_t = inputs
+        row = jnp.minimum(previous, k - 1)
+        logits = jnp.where(previous[..., None] == k, jnp.log(initial), a[row] + b[row] * u_t)
+        z = numpyro.sample("z", dist.Categorical(logits=logits))
+        numpyro.sample("x", dist.Normal(locs[z], scales[z]), obs=x_t)
+        return z, None
+
+    scan(step, jnp.array(k), (x, u))
+
+
+def _iohmm_data(num_steps=300, seed=0):
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=num_steps)
+    z = np.zeros(num_steps, int)
+    for t in range(1, num_steps):
+        stays = rng.random() < 1 / (1 + np.exp(-(2.0 + 1.5 * u[t])))
+        z[t] = z[t - 1] if stays else 1 - z[t - 1]
+    return np.where(z == 0, -1.5, 1.5) + rng.normal(size=num_steps), u
+
+
+def _iohmm_log_likelihood(theta, x, u):
+    """The forward algorithm in numpy over identified parameters: the initial logit, each
+    row's logit and slope of moving, and the emissions."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    lead, move_a, move_b, locs, log_scales = theta[0], theta[1:3], theta[3:5], theta[5:7], theta[7:9]
+    emission = norm(locs, np.exp(log_scales)).logpdf(x[:, None])
+    alpha = np.log([1 / (1 + np.exp(lead)), 1 / (1 + np.exp(-lead))]) + emission[0]
+    for t in range(1, len(x)):
+        move = move_a + move_b * u[t]  # log-odds of leaving each state
+        log_transition = np.stack([[-np.logaddexp(0, move[0]), -np.logaddexp(0, -move[0])],
+                                   [-np.logaddexp(0, -move[1]), -np.logaddexp(0, move[1])]])  # fmt: skip
+        alpha = logsumexp(alpha[:, None] + log_transition, axis=0) + emission[t]
+    return logsumexp(alpha)
+
+
+def test_an_over_parametrised_softmax_converges_to_scipys_maximum():
+    """Its fit had run all of max_iter (1,000 iterations, 40 s) with a ConvergenceWarning
+    while the objective stood still to 1e-13: EM drifted along the rows' unidentified offsets."""
+    from scipy.optimize import minimize
+
+    x, u = _iohmm_data()
+    fit = em.fit(input_driven_hmm, jnp.asarray(x), jnp.asarray(u), 2, rng_key=jax.random.PRNGKey(0), num_restarts=2)
+    assert bool(fit.converged) and int(fit.num_iter) < 200
+    a, b = np.asarray(fit.params["a"]), np.asarray(fit.params["b"])
+    start = np.concatenate(  # near em's estimate, the initial probabilities even
+        [
+            [0.0],
+            a[[0, 1], [1, 0]] - a[[0, 1], [0, 1]],
+            b[[0, 1], [1, 0]] - b[[0, 1], [0, 1]],
+            np.asarray(fit.params["locs"]) + 0.05,
+            np.log(np.asarray(fit.params["scales"])),
+        ]
+    )
+    best = minimize(lambda t: -_iohmm_log_likelihood(t, x, u), start, method="BFGS", options={"gtol": 1e-7})
+    # scipy's maximum lets the initial probability go to its boundary, which em.fit reaches (1e-17)
+    assert abs(float(fit.log_likelihood) + best.fun) < 1e-4, (float(fit.log_likelihood), -best.fun)
+
+
+def test_em_is_monotone_on_a_degenerate_hmm_and_warns_of_the_collapse():
+    """Every observation the same: each state's scale collapses to the float's rounding and
+    plain EM steps had lowered the objective (1417.52 -> 1347.07 at iteration 11)."""
+    from models import hmm
+
+    with pytest.warns(em.EMWarning, match=r"'x'.*collapsed"):
+        fit = em.fit(hmm.gaussian, jnp.full((1, 200), 1.5), 2, rng_key=jax.random.PRNGKey(2), priors=False)
+    assert _never_falls(fit.history, fit.num_iter)
+    assert fit.stopped_because in ("descent", "converged")
