@@ -9,6 +9,7 @@ so it is not on by default.
 """
 
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,6 +17,22 @@ import pytest
 
 jax.config.update("jax_platform_name", "cpu")
 jax.config.update("jax_enable_x64", True)
+
+
+MAPPINGS_BEFORE_CLEARING = 30_000  # half of Linux's default vm.max_map_count, 65,530
+
+
+@pytest.fixture(autouse=True)
+def compiled_programs_freed_before_the_mappings_run_out():
+    """Drops JAX's in-memory compiled programs once the process maps more than
+    :data:`MAPPINGS_BEFORE_CLEARING` regions (the persistent cache keeps the programs on disk).
+    Each program maps some 500 regions of JIT-compiled code: a worker that kept every program
+    of its 130 tests passed Linux's limit of 65,530 mappings (``vm.max_map_count``) and XLA
+    segfaulted in its next compile or cache write (then pytest-xdist, one worker short, hung)."""
+    yield
+    maps = Path("/proc/self/maps")
+    if maps.exists() and maps.read_bytes().count(b"\n") > MAPPINGS_BEFORE_CLEARING:
+        jax.clear_caches()
 
 
 @pytest.fixture(autouse=True)
