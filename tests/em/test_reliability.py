@@ -249,11 +249,14 @@ def test_symmetric_start_warns_of_coinciding_components():
 
 
 def test_many_restarts_return_a_proper_maximum_not_a_collapsed_one():
-    """200 restarts of a 4-component mixture with unequal variances on the 82 galaxies: some
-    restarts collapse a component onto one galaxy (sd -> 0, the likelihood climbing without
-    bound at max_iter). One of them had been returned as the best, warned of but chosen over
-    the proper maxima; its warnings had also said two components 'give every datum the same
-    density'. The fit returned is a proper maximum: a fixed point of an EM step written in numpy."""
+    """200 restarts of a mixture with unequal variances on the 82 galaxies: some restarts
+    collapse a component onto one galaxy (sd -> 0, the likelihood climbing without bound at
+    max_iter). With 4 components (the issue's case, from the random start k-means replaced),
+    one of them had been returned as the best, warned of but chosen over the proper maxima;
+    its warnings had also said two components 'give every datum the same density'. From the
+    k-means start no restart of 4 components collapses; of 6 components, 18 of 200 do. The fit
+    returned is a proper maximum (its narrowest component, sd 0.043, on two galaxies 0.09
+    apart): a fixed point of an EM step written in numpy."""
     import warnings
 
     from scipy import stats
@@ -263,13 +266,13 @@ def test_many_restarts_return_a_proper_maximum_not_a_collapsed_one():
     x = galaxies.load()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = em.fit(gmm.univariate, jnp.asarray(x), 4, rng_key=jax.random.PRNGKey(0), num_restarts=200, priors=False)
+        fit = em.fit(gmm.univariate, jnp.asarray(x), 6, rng_key=jax.random.PRNGKey(0), num_restarts=200, priors=False)
     messages = [str(w.message) for w in caught]
     assert bool(fit.converged) and not any("same density" in m for m in messages)
     assert any(re.search(r"\d+ of 200 restarts had a component collapse", m) for m in messages)
     assert not any(m.startswith("Observed site 'x'") for m in messages)  # the fit returned is not collapsed
     pi, mu, sd = (np.asarray(fit.params[n]) for n in ("weights", "locs", "scales"))
-    assert sd.min() > 0.1
+    assert sd.min() > 0.01  # a collapsed component's sd is 1e-8 or less
     dens = pi * stats.norm(mu, sd).pdf(x[:, None])
     r = dens / dens.sum(1, keepdims=True)
     np.testing.assert_allclose(r.mean(0), pi, rtol=1e-6)

@@ -190,11 +190,13 @@ def fit(
         Array arguments are traced; other arguments are static (a change compiles anew).
       rng_key: a ``jax.random`` key for the random starts.
       init: starting values by site name, in the constrained space (cast to the fit's
-        float dtype). Sites not named start from one M-step on random posterior weights
-        over the latents around a few anchor data (see
-        :func:`em._src.kernels.initialisation.random_summaries`; drawn from ``rng_key``), begun at the
-        param sites' own initial values and a uniform draw of the sample sites in (-2, 2)
-        in the unconstrained space (NumPyro's ``init_to_uniform``).
+        float dtype). Sites not named start from one M-step on the clusters of a k-means
+        of the observed data, each datum assigned to its cluster's value of the latents
+        (symbols only, as in latent classes: a few anchor data spread over them; see
+        :func:`em._src.kernels.initialisation.random_summaries`; seeds drawn from
+        ``rng_key``), begun at the param sites' own initial values and a
+        uniform draw of the sample sites in (-2, 2) in the unconstrained space (NumPyro's
+        ``init_to_uniform``).
       max_iter: the most EM iterations (M-steps).
       tol: stop once |ℓ_t - ℓ_{t-1}| <= tol * |ℓ_{t-1}|, ℓ the objective, and the
         remaining gain estimated from the last two changes is as small (see
