@@ -15,7 +15,14 @@ The reporting functions (:func:`compare`, :func:`to_inference_data`,
 import importlib
 
 from em._src.loop.algorithm import EMAlgorithm, EMInfo, EMState, algorithm
-from em._src.loop.driver import ConvergenceWarning, EMNumericalError, EMWarning, fit, log_likelihood
+from em._src.loop.driver import (
+    ConvergenceWarning,
+    EMNumericalError,
+    EMWarning,
+    RestartsWarning,
+    fit,
+    log_likelihood,
+)
 from em._src.loop.mstep import MStepInfo, Newton, OptaxMStep, newton, optax_m_step
 from em._src.loop.online import OnlineResult, online_fit
 from em._src.loop.results import EMResult, Posterior
@@ -62,6 +69,7 @@ __all__ = (
     "OnlineResult",
     "OptaxMStep",
     "Posterior",
+    "RestartsWarning",
     "algorithm",
     "compare",
     "fit",

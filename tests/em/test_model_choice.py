@@ -8,6 +8,7 @@ maximum; em.fit runs to 1e-8.
 """
 
 import functools
+import re
 import warnings
 
 import jax
@@ -194,3 +195,20 @@ def test_a_hidden_markov_models_states_chosen_by_bic():
     )
     assert selection.best == ("gaussian", 3)
     assert (selection.table["num_data"] == 400).all() and (selection.table["warning"] == "").all()
+
+
+def test_restarts_that_collapsed_do_not_leave_the_fit_out():
+    """Of the 40 restarts of the diagonal mixture with K = 4 on Old Faithful, 3 collapse onto the
+    rounded eruption times and are left out of the best: an ``em.RestartsWarning``, a note in
+    the table's ``restarts_left_out``, and not a reason to leave the (proper) fit out of the
+    choice. Its BIC, 2332.3, beats the full mixture's 2341.0 (the README's table)."""
+    models = {
+        "VVV": functools.partial(gmm.multivariate, covariance="full"),
+        "VVI": functools.partial(gmm.multivariate, covariance="diag"),
+    }
+    x = jnp.asarray(faithful.load())
+    selection = em.select_model(models, x, rng_key=jax.random.PRNGKey(0), num_components=(4,), num_restarts=40)
+    row = selection.table.loc[("VVI", 4)]
+    assert re.match(r"RestartsWarning: \d+ of 40 restarts had a component collapse", row["restarts_left_out"])
+    assert row["warning"] == "" and selection.best == ("VVI", 4)
+    np.testing.assert_allclose(row["bic"], 2332.3, atol=0.05)

@@ -37,6 +37,12 @@ class EMWarning(UserWarning):
     restarts that failed numerically."""
 
 
+class RestartsWarning(EMWarning):
+    """Some restarts failed numerically or collapsed and were left out of the best: a warning
+    about the restarts, not about the fit returned (``em.select_model`` does not leave that
+    fit out of its choice)."""
+
+
 class ConvergenceWarning(EMWarning):
     """EM stopped at ``max_iter`` before its stopping rule was met."""
 
@@ -166,7 +172,7 @@ def report(checks: Checks, result, sites, num_restarts: int, rules_active: bool)
         warnings.warn(
             f"{int(collapsed.sum())} of {num_restarts} restarts had a component collapse onto data points (an "
             "unbounded likelihood there, not a proper maximum) and were left out of the best.",
-            EMWarning,
+            RestartsWarning,
             stacklevel=3,
         )
     threshold = _collapse_threshold(np.asarray(result.log_likelihood).dtype)
@@ -219,6 +225,6 @@ def _report_failures(checks: Checks, failed, sites, num_restarts: int):
     warnings.warn(
         f"{int(failed.sum())} of {num_restarts} restarts reached a non-finite value (the first {where}) "
         f"and were left out of the best. {advice}",
-        EMWarning,
+        RestartsWarning,
         stacklevel=4,
     )

@@ -18,7 +18,7 @@ import numpy as np
 from em._src import compilation
 from em._src.kernels import chunks, enumeration, weighting
 from em._src.loop import acceleration, after_fit, stopping
-from em._src.loop.after_fit import ConvergenceWarning, EMNumericalError, EMWarning
+from em._src.loop.after_fit import ConvergenceWarning, EMNumericalError, EMWarning, RestartsWarning
 from em._src.loop.algorithm import Setup, kernel
 from em._src.loop.mstep import MStep, check_m_step
 from em._src.loop.progress import check_progress, report_progress, shown
@@ -28,7 +28,7 @@ from em._src.reading import arguments, checks
 from em._src.reading.derive import cast_init, derive, evaluator
 from em._src.typing import Model, ParamsLike, PRNGKey, Scalar
 
-__all__ = ("ConvergenceWarning", "EMNumericalError", "EMWarning", "fit", "log_likelihood")
+__all__ = ("ConvergenceWarning", "EMNumericalError", "EMWarning", "RestartsWarning", "fit", "log_likelihood")
 
 DEFAULT_TOL = {64: 1e-8, 32: 1e-6}  # relative change of the objective, by float width
 # largest change of the unconstrained parameters relative to 1 + their size, by float width
@@ -263,8 +263,9 @@ def fit(
         iteration named).
 
     Warns:
-      EMWarning: when some restarts failed numerically or collapsed (they are left out
-        of the best), the fit returned has a collapsed component (an unbounded
+      RestartsWarning: when some restarts failed numerically or collapsed (they are left
+        out of the best; the fit returned is not in question).
+      EMWarning: when the fit returned has a collapsed component (an unbounded
         likelihood) or two coinciding ones (a saddle), or an EM step descended (the fit
         stopped at the iterate before it).
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from em._src.kernels import enumeration, weighting
-from em._src.loop.driver import EMWarning, fit
+from em._src.loop.driver import EMWarning, RestartsWarning, fit
 from em._src.loop.results import EMResult
 from em._src.reading.derive import checked_params, derive, evaluator
 from em._src.reading.sites import unconstrain
@@ -78,7 +78,9 @@ class ModelSelection(NamedTuple):
     Attributes:
       table: one row per (model, K), indexed by them: ``log_likelihood``, ``num_free``,
         ``num_data``, ``aic``, ``bic``, ``icl`` (and ``looic`` where NUTS runs were given),
-        ``converged``, ``num_iter`` and ``warning`` (empty for a clean fit).
+        ``converged``, ``num_iter``, ``warning`` (the fit's own warnings, empty for a clean
+        fit) and ``restarts_left_out`` (restarts that failed or collapsed and were left out
+        of the best, :class:`em.RestartsWarning`: the fit itself stays a candidate).
       fits: the :class:`em.EMResult` of each (model, K).
       best: the (model, K) with the lowest ``criterion`` among the fits that did not warn.
       criterion: the column ``best`` was chosen by.
@@ -198,7 +200,7 @@ def select_model(
                 warnings.simplefilter("always", EMWarning)
                 result = fit(model, *call_args, rng_key=key, num_restarts=num_restarts, **call_kwargs)
             own = [w for w in caught if issubclass(w.category, EMWarning)]
-            for w in caught:  # the fit's own warnings go to the table; any other to the user
+            for w in caught:  # EM's warnings go to the table; any other to the user
                 if w not in own:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             model_kwargs = {name: v for name, v in call_kwargs.items() if name not in fit_options}
@@ -247,8 +249,13 @@ def _row(model, result: EMResult, args, model_kwargs, caught) -> dict:
         "icl": bic - 2 * float(certainty),
         "converged": bool(result.converged),
         "num_iter": int(result.num_iter),
-        "warning": " | ".join(sorted({f"{w.category.__name__}: {w.message}" for w in caught})),
+        "warning": _joined(w for w in caught if not issubclass(w.category, RestartsWarning)),
+        "restarts_left_out": _joined(w for w in caught if issubclass(w.category, RestartsWarning)),
     }
+
+
+def _joined(caught) -> str:
+    return " | ".join(sorted({f"{w.category.__name__}: {w.message}" for w in caught}))
 
 
 def _looic(idata) -> float:
