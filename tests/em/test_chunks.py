@@ -33,7 +33,13 @@ def test_chunked_fit_equals_the_whole_data_fit(model, args, chunk_size):
     whole = em.fit(model, *args, rng_key=jax.random.PRNGKey(0))
     chunked = em.fit(model, *args, rng_key=jax.random.PRNGKey(0), chunk_size=chunk_size)
     assert _largest_gap(whole, chunked) < 1e-10
-    assert int(whole.num_iter) == int(chunked.num_iter)
+    # The k-means start is within 1e-5 nats of the mixture's maximum: after two steps the
+    # objective's changes are at rounding (0 against -4.5e-13), where the order of the chunks'
+    # sums decides whether the stopping rules hold one iteration sooner. Iterate by iterate the
+    # fits agree.
+    common = min(int(whole.num_iter), int(chunked.num_iter)) + 1
+    np.testing.assert_allclose(whole.history[:common], chunked.history[:common], rtol=1e-12)
+    assert abs(int(whole.num_iter) - int(chunked.num_iter)) <= 1
 
 
 def scaled_mixture(x):

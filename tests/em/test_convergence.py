@@ -114,11 +114,14 @@ def test_accelerators_never_lower_the_objective_between_accepted_iterates(num_co
             warnings.simplefilter("always")
             result = em.fit(gmm.univariate, x, num_components, rng_key=jax.random.PRNGKey(seed), accelerate=scheme)
         collapsed = any("collapsed" in str(w.message) for w in caught)
-        # Anderson, like plain EM, still crept after 1,000 steps on one of these (2 components,
-        # seed 0; warned of); SQUAREM converged there, to a higher maximum. Towards a collapse
-        # the objective has no maximum to converge to: reaching max_iter there is warned of,
-        # and whether a stopping rule fires first is down to rounding (3 components, seed 3).
-        stopped = result.stopped_because == "max_iter" and (scheme == "anderson" or collapsed)
+        # Both schemes, like plain EM, still creep after 1,000 steps on one of these (2
+        # components, seed 0, from the k-means start: two components overlapping, locs -1.16
+        # and 0.29, sds 1.9 and 2.2, where SQUAREM's cycles are rejected one after another).
+        # Towards a collapse the objective has no maximum to converge to, and whether a
+        # stopping rule fires first is down to rounding (3 components, seed 3). Either way
+        # reaching max_iter must be warned of.
+        warned = any(issubclass(w.category, em.ConvergenceWarning) for w in caught)
+        stopped = result.stopped_because == "max_iter" and warned
         descended = result.stopped_because == "descent" and collapsed
         assert bool(result.converged) or stopped or descended
         assert _never_falls(result.history, result.num_iter), np.diff(np.asarray(result.history))
