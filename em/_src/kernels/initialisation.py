@@ -204,13 +204,13 @@ def _carriers(layout, log_probs, sizes: dict) -> dict:
 CLUSTERS, SPREAD_ANCHORS, UNIFORM_ANCHORS = "clusters", "spread anchors", "uniform anchors"
 
 
-def _groupings(stream: RandomStream, trace, layout, log_probs, carriers: dict, num_values: int) -> dict:
+def _groupings(stream: RandomStream, trace, layout, sizes: dict, carriers: dict, num_values: int) -> dict:
     """Per plate of the data with more than ``2 * num_values`` cells: name -> (dim, size,
     cells, kind). Where the latents' values can be preferred along the plate, every cell with
     its k-means cluster of the observed values where any is continuous (:data:`CLUSTERS`),
     else ``num_values`` anchor cells spread over the symbols' codes (:data:`SPREAD_ANCHORS`);
-    elsewhere ``num_values`` anchor cells drawn uniformly (:data:`UNIFORM_ANCHORS`)."""
-    sizes = _plate_sizes(layout, log_probs)
+    elsewhere ``num_values`` anchor cells drawn uniformly (:data:`UNIFORM_ANCHORS`).
+    ``sizes``: the data's plates, from :func:`_plate_sizes`."""
     groupings = {}
     for name, (dim, size) in sorted(sizes.items()):
         if size <= 2 * num_values:
@@ -247,8 +247,7 @@ def _preferences(stream: RandomStream, factor, log_prob, latent: str, plates, gr
             continue
         shift = stream.integer(num_values)
         if kind == CLUSTERS:
-            values = jax.nn.one_hot((shift + cells) % num_values, num_values, dtype=log_prob.dtype)
-            values = CLUSTER_PREFERENCE * values
+            values = CLUSTER_PREFERENCE * jax.nn.one_hot((shift + cells) % num_values, num_values, dtype=log_prob.dtype)
         else:
             anchors = (shift + jnp.arange(cells.shape[0])) % num_values
             values = jnp.zeros((size, num_values), log_prob.dtype).at[cells, anchors].set(ANCHOR_PREFERENCE)
@@ -315,8 +314,9 @@ def random_summaries(stream: RandomStream, trace, sites: ModelSites, use_statist
     num_anchors = max(
         (trace[f.name]["fn"].enumerate_support(expand=False).shape[0] for f in layout if f.enumerated), default=1
     )
-    carriers = _carriers(layout, log_probs, _plate_sizes(layout, log_probs))
-    groupings = _groupings(stream, trace, layout, log_probs, carriers, num_anchors)
+    sizes = _plate_sizes(layout, log_probs)
+    carriers = _carriers(layout, log_probs, sizes)
+    groupings = _groupings(stream, trace, layout, sizes, carriers, num_anchors)
     random_log_probs = {f.name: jnp.zeros_like(log_probs[f.name]) for f in layout}
     for (name, latent), plates in carriers.items():
         log_prob = log_probs[name]
