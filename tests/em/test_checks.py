@@ -347,3 +347,17 @@ def test_evaluations_work_under_the_users_jit_and_vmap(function):
     ):
         np.testing.assert_allclose(a, b, rtol=1e-12)
         np.testing.assert_allclose(a, c[1], rtol=1e-12)
+
+
+def flattening_mixture(x):
+    """``locs[z].reshape(-1)`` is right for one value of z per datum, wrong once z is enumerated."""
+    w = numpyro.param("w", jnp.ones(2) / 2, constraint=dist.constraints.simplex)
+    locs = numpyro.param("locs", jnp.array([-1.0, 1.0]))
+    with numpyro.plate("data", x.shape[0]):
+        z = numpyro.sample("z", dist.Categorical(w))
+        numpyro.sample("x", dist.Normal(locs[z].reshape(-1), 1.0), obs=x)
+
+
+def test_a_model_that_breaks_under_enumeration_names_the_latent_and_the_remedy():
+    with pytest.raises(ValueError, match=r"discrete latents 'z' were enumerated.*from the right.*Incompatible"):
+        em.fit(flattening_mixture, X, rng_key=KEY)

@@ -49,10 +49,25 @@ class Factor(NamedTuple):
 
 
 def enumerated_trace(model, sites: ModelSites, params: dict, args, kwargs):
-    """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel."""
+    """Trace ``model`` at ``params`` with every discrete latent enumerated in parallel.
+
+    Enumerated, a latent holds all its values at once along a dimension left of the plates,
+    which a model written for one value may not broadcast (``mu[z].T`` reverses that
+    dimension too): such a failure is raised naming the latents and the remedy."""
     enumerated = enum(config_enumerate(as_seen(model)), first_available_dim=sites.first_available_dim)
-    with plate_to_enum_plate():
-        return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
+    try:
+        with plate_to_enum_plate():
+            return packed_trace(substitute(enumerated, data=params)).get_trace(*args, **kwargs)
+    except (TypeError, ValueError, IndexError) as error:
+        if not sites.latents:
+            raise
+        raise ValueError(
+            f"The model failed when its discrete latents {', '.join(repr(n) for n in sites.latents)} were "
+            f"enumerated: each then holds all its values at once along a dimension left of the plates "
+            f"(dim {sites.first_available_dim} and further left), so the model must index and broadcast "
+            "from the right (x[..., i], jnp.swapaxes(a, -1, -2) rather than a.T, reshapes of the last "
+            f"axes only). NumPyro's error: {error}"
+        ) from error
 
 
 def log_prob_shape(site) -> tuple:
