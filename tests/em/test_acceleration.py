@@ -100,15 +100,19 @@ def test_accelerated_steps_equal_fit(scheme):
     of them equal em.fit(max_iter=12, tol=0) with the same accelerator (a random start)."""
     heads = jnp.array([5, 9, 8, 4, 7, 6, 9, 2])  # slow enough to extrapolate within twelve steps
     alg = em.algorithm(coins.two_coins, heads, accelerate=scheme)
-    step = jax.jit(alg.step)
-    state = alg.init(jax.random.PRNGKey(4))
-    for _ in range(12):
-        state, _ = step(state)
     fitted = em.fit(coins.two_coins, heads, rng_key=jax.random.PRNGKey(4), max_iter=12, tol=0, accelerate=scheme)
-    assert int(state.iteration) == int(fitted.num_iter) == 12
-    for name, value in fitted.params.items():
-        np.testing.assert_allclose(state.params[name], value, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(state.objective, fitted.objective, rtol=1e-12)
+    # to rounding: the step alone and em.fit's loop are programs compiled apart, whose roundings
+    # may differ in the last bits, and Anderson's least-squares step amplifies them (1e-8 after
+    # twelve steps, measured with XLA's optimisation level 0)
+    rtol = 1e-12 if scheme == "squarem" else 1e-6
+    for step in (alg.step, jax.jit(alg.step)):  # compiled by em, and under the user's own jit
+        state = alg.init(jax.random.PRNGKey(4))
+        for _ in range(12):
+            state, _ = step(state)
+        assert int(state.iteration) == int(fitted.num_iter) == 12
+        for name, value in fitted.params.items():
+            np.testing.assert_allclose(state.params[name], value, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(state.objective, fitted.objective, rtol=rtol)
     # the steps extrapolated (else this compared plain EM with itself)
     plain = em.fit(coins.two_coins, heads, rng_key=jax.random.PRNGKey(4), max_iter=12, tol=0, accelerate=None)
     assert float(fitted.objective) > float(plain.objective) + 1e-12
