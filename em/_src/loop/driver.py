@@ -67,11 +67,25 @@ def _failed(info: EMInfo):
 def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol):
     em = kernel(config.setup, dynamic)
 
-    def loop(start: _Loop, steps) -> _Loop:
-        def cond(s: _Loop):
-            return (s.state.iteration < steps) & (s.verdict == stopping.RUNNING) & ~_failed(s.info)
+    def running(s: _Loop, steps):
+        return (s.state.iteration < steps) & (s.verdict == stopping.RUNNING) & ~_failed(s.info)
 
-        return jax.lax.while_loop(cond, body, start)
+    def loop(start: _Loop, steps) -> _Loop:
+        return jax.lax.while_loop(lambda s: running(s, steps), body, start)
+
+    def loops(starts: _Loop, steps) -> _Loop:
+        """``vmap(loop)`` written out: one while loop over every restart's step, each restart
+        held once it stops. vmapping the loop itself batches its traced body again, to a
+        fixed point of which parts are batched, which doubled the time spent tracing."""
+
+        def body_of_all(s: _Loop) -> _Loop:
+            go = jax.vmap(running, in_axes=(0, None))(s, steps)
+            stepped = jax.vmap(body)(s)
+            return jax.tree_util.tree_map(lambda new, old: jnp.where(_leading(go, new), new, old), stepped, s)
+
+        return jax.lax.while_loop(
+            lambda s: jnp.any(jax.vmap(running, in_axes=(0, None))(s, steps)), body_of_all, starts
+        )
 
     def body(s: _Loop) -> _Loop:
         passed = acceleration.run_pass(em.advance, s.state)
@@ -116,14 +130,14 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         return result, _checks(em, result, *one, ratios)
     keys = jax.random.split(rng_key, config.num_restarts)
     if config.short_runs is None:  # every restart to convergence, vmapped
-        result, finite, failures, ratios, collapsed = jax.vmap(lambda key: outcome(loop(started(key), max_iter)))(keys)
+        result, finite, failures, ratios, collapsed = jax.vmap(outcome)(loops(jax.vmap(started)(keys), max_iter))
         best = after_fit.best_restart(result.objective, failures, collapsed)
         best_result = jax.tree_util.tree_map(lambda x: x[best], result)._replace(num_failed=jnp.sum(failures))
         best_ratios = jax.tree_util.tree_map(lambda x: x[best], ratios)
         return best_result, _checks(em, best_result, finite, failures, result.num_iter, collapsed, best_ratios)
     # em-EM (Biernacki, Celeux and Govaert 2003): short runs from every start, vmapped, then
     # only the most promising goes on, ranked by where it is going (Aitken's limit).
-    short = jax.vmap(lambda key: loop(started(key), jnp.minimum(max_iter, config.short_runs)))(keys)
+    short = loops(jax.vmap(started)(keys), jnp.minimum(max_iter, config.short_runs))
     result, finite, failures, ratios, collapsed = jax.vmap(outcome)(short)
     heading = jnp.where(jnp.isfinite(result.objective_limit), result.objective_limit, result.objective)
     best = after_fit.best_restart(heading, failures, collapsed)
@@ -135,6 +149,11 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     best_result = best_result._replace(num_failed=jnp.sum(failures))
     stopped_at = result.num_iter.at[best].set(best_result.num_iter)
     return best_result, _checks(em, best_result, finite, failures, stopped_at, collapsed, best_ratios)
+
+
+def _leading(flags, x):
+    """``flags`` (one per restart) shaped to broadcast against ``x``'s leading axis."""
+    return jnp.reshape(flags, flags.shape + (1,) * (jnp.ndim(x) - 1))
 
 
 def _checks(em, result: EMResult, finite, failures, stopped_at, collapsed, ratios) -> after_fit.Checks:
