@@ -24,8 +24,10 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
     touch .venv/.installed
 fi
 
-# Compiled XLA programs are kept on disk, so a second run skips most compilation.
+# Compiled XLA programs are kept on disk, so a second run skips most compilation; every
+# program, not only those that took a second or more to compile (JAX's default).
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PWD/.jax_cache}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
 
 command=${1:-}
 shift || true

@@ -14,6 +14,8 @@ The reporting functions (:func:`compare`, :func:`to_inference_data`,
 
 import importlib
 
+# first: sets the default compilation cache before anything compiles (em._src.caching)
+from em._src import caching as _caching  # noqa: F401
 from em._src.loop.algorithm import EMAlgorithm, EMInfo, EMState, algorithm
 from em._src.loop.driver import (
     ConvergenceWarning,
