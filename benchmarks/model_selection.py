@@ -142,7 +142,7 @@ def main(argv=None):
         ("em.select_model, fresh process, empty cache", em_fresh),
         ("em.select_model, new process, warm cache", warm["first"]),
         ("em.select_model, second call in the process", cold["second"]),
-        ("scikit-learn, 24 GaussianMixture fits, n_init=10", sk_time),
+        (f"scikit-learn, {len(sk_cells)} GaussianMixture fits, n_init=10", sk_time),
     ]
     if mclust:
         rows.append((f"mclust {mclust[2]} mclustBIC", mclust[0]))
