@@ -78,14 +78,13 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
         held once it stops. vmapping the loop itself batches its traced body again, to a
         fixed point of which parts are batched, which doubled the time spent tracing."""
 
-        def body_of_all(s: _Loop) -> _Loop:
-            go = jax.vmap(running, in_axes=(0, None))(s, steps)
-            stepped = jax.vmap(body)(s)
-            return jax.tree_util.tree_map(lambda new, old: jnp.where(_leading(go, new), new, old), stepped, s)
+        def each_running(s: _Loop):
+            return jax.vmap(running, in_axes=(0, None))(s, steps)
 
-        return jax.lax.while_loop(
-            lambda s: jnp.any(jax.vmap(running, in_axes=(0, None))(s, steps)), body_of_all, starts
-        )
+        def body_of_all(s: _Loop) -> _Loop:
+            return jax.vmap(select)(each_running(s), jax.vmap(body)(s), s)
+
+        return jax.lax.while_loop(lambda s: jnp.any(each_running(s)), body_of_all, starts)
 
     def body(s: _Loop) -> _Loop:
         passed = acceleration.run_pass(em.advance, s.state)
@@ -149,11 +148,6 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
     best_result = best_result._replace(num_failed=jnp.sum(failures))
     stopped_at = result.num_iter.at[best].set(best_result.num_iter)
     return best_result, _checks(em, best_result, finite, failures, stopped_at, collapsed, best_ratios)
-
-
-def _leading(flags, x):
-    """``flags`` (one per restart) shaped to broadcast against ``x``'s leading axis."""
-    return jnp.reshape(flags, flags.shape + (1,) * (jnp.ndim(x) - 1))
 
 
 def _checks(em, result: EMResult, finite, failures, stopped_at, collapsed, ratios) -> after_fit.Checks:
