@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.kernels import chunks, closed_form, estep, initialisation
+from em._src.kernels import chunks, closed_form, elimination, estep, initialisation
 from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.state import EMInfo, EMState, finite_flags, no_step_info
 from em._src.reading import arguments, checks, scans
 from em._src.reading.derive import cast_init, derive
+from em._src.reading.gaussian_latents import GaussianReading
 from em._src.reading.sites import ModelSites, constrain, inspect_model, model_trace, unconstrain
 from em._src.typing import Model, ParamsLike, PRNGKey
 
@@ -50,6 +51,7 @@ class Setup(NamedTuple):
     m_step: MStep
     accelerate: str | None = None  # a key of acceleration.ACCELERATORS, or None for plain EM
     chunk_size: int | None = None  # rows of the data plate per chunk of the E-step; None: all at once
+    gaussian: GaussianReading | None = None  # the Gaussian latents integrated out (em._src.kernels.elimination)
 
 
 class Kernel(NamedTuple):
@@ -69,18 +71,26 @@ def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
     ``shifts``: the statistics' centres, where ``dynamic`` is a part of the data
     (:func:`em._src.kernels.estep.statistics_shifts`)."""
     args, kwargs = arguments.join(setup.arguments, dynamic)
-    sites = inspect_model(model_trace(setup.model, args, kwargs))
+    if setup.gaussian is None:
+        sites = inspect_model(model_trace(setup.model, args, kwargs))
+        trace_at = scans.tracer(setup.model, sites, args, kwargs, {p.name: p.default for p in sites.params})
+        # jit: the start's eval_shape and the step trace the E-step once between them.
+        e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics, shifts=shifts))
+        q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
+        blocks = None
+    else:
+        sites, blocks, trace_at = elimination.traced(setup.model, args, kwargs, setup.gaussian)
+        e_step = jax.jit(elimination.e_step_of(trace_at, sites, blocks))
+        q = elimination.q_function(trace_at, sites, blocks, setup.use_priors)
     defaults = {p.name: p.default for p in sites.params}
-    trace_at = scans.tracer(setup.model, sites, args, kwargs, defaults)
-    # jit: the start's eval_shape and the step trace the E-step once between them.
-    e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics, shifts=shifts))
     data_chunks = None
     if setup.chunk_size is not None:
         full = trace_at(defaults)
         data_chunks = chunks.chunked(setup.model, sites, args, kwargs, chunks.data_plate(full, sites), setup.chunk_size)
         e_step = _chunked_e_step(setup, sites, data_chunks, estep.statistics_shifts(full, sites, setup.use_statistics))
-    q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
-    exact = closed_form.plan(trace_at, sites, defaults, setup.use_priors) if setup.m_step.closed_form else None
+    exact = None
+    if setup.m_step.closed_form and blocks is None:
+        exact = closed_form.plan(trace_at, sites, defaults, setup.use_priors)
 
     def objective_of(e: estep.EStep):
         return e.log_likelihood + e.log_prior if setup.use_priors else e.log_likelihood
@@ -96,7 +106,11 @@ def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
             trace = trace_at(params)
 
             def random_start(stream):
-                summaries = initialisation.random_summaries(stream, trace, sites, setup.use_statistics)
+                if blocks is None:
+                    summaries = initialisation.random_summaries(stream, trace, sites, setup.use_statistics)
+                else:
+                    moments = elimination.random_moments(stream, blocks, template.log_likelihood.dtype)
+                    summaries = {elimination.summary_name(blocks): moments}
                 return summaries, initialisation.uniform_draw(stream, start, sites)
 
             summaries, drawn = initialisation.with_random_stream(rng_key, random_start)
@@ -220,8 +234,10 @@ def algorithm(
     """
     m_step = check_m_step(m_step)
     acceleration.check_accelerate(accelerate)
-    derived = derive(model, args, kwargs, fitting=True)
-    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate)
+    derived = derive(model, args, kwargs, fitting=True, integrates=True)
+    setup = Setup(
+        model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate, gaussian=derived.gaussian
+    )
 
     def init(rng_key: PRNGKey, init: ParamsLike | None = None) -> EMState:
         init = cast_init(init)

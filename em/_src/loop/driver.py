@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from em._src import compilation
-from em._src.kernels import chunks, enumeration, weighting
+from em._src.kernels import chunks, elimination, enumeration, weighting
 from em._src.loop import acceleration, after_fit, stopping
 from em._src.loop.after_fit import ConvergenceWarning, EMNumericalError, EMWarning, RestartsWarning
 from em._src.loop.algorithm import Setup, kernel
@@ -25,7 +25,7 @@ from em._src.loop.progress import check_progress, report_progress, shown
 from em._src.loop.results import STOP_REASONS, EMResult
 from em._src.loop.state import EMInfo, EMState, no_step_info, select
 from em._src.reading import arguments, checks
-from em._src.reading.derive import cast_init, derive, evaluator
+from em._src.reading.derive import cast_init, checked_params, derive, evaluator
 from em._src.typing import Model, ParamsLike, PRNGKey, Scalar
 
 __all__ = ("ConvergenceWarning", "EMNumericalError", "EMWarning", "RestartsWarning", "fit", "log_likelihood")
@@ -345,7 +345,9 @@ def _prepare(
         accelerate = "squarem" if param_tol > 0 else None
     m_step = check_m_step(m_step)
     init = cast_init(init)
-    derived = derive(model, args, kwargs, fitting=True, options=tuple(inspect.signature(fit).parameters))
+    derived = derive(
+        model, args, kwargs, fitting=True, options=tuple(inspect.signature(fit).parameters), integrates=True
+    )
     if interval is not None and not derived.concrete:
         raise ValueError(
             "progress= shows a fit while it runs, which needs em.fit called outside jax.jit and vmap "
@@ -355,10 +357,25 @@ def _prepare(
     if num_restarts > 1 and len(init) == len(derived.sites.params):
         raise ValueError("num_restarts > 1 needs random starts, but init fixes every parameter.")
     model_args, model_kwargs = arguments.join(derived.static, derived.dynamic)
-    chunk_size = chunks.chunk_size_for(
-        model, derived.sites, model_args, model_kwargs, derived.trace, chunk_size, bool(sufficient_statistics)
+    if derived.gaussian is not None and chunk_size is not None:
+        raise ValueError(
+            f"chunk_size: em does not yet run the E-step in chunks for a model whose Gaussian latents "
+            f"({', '.join(repr(n) for n in derived.gaussian.names)}) it integrates; leave chunk_size=None."
+        )
+    if derived.gaussian is None:
+        chunk_size = chunks.chunk_size_for(
+            model, derived.sites, model_args, model_kwargs, derived.trace, chunk_size, bool(sufficient_statistics)
+        )
+    setup = Setup(
+        model,
+        derived.static,
+        bool(priors),
+        bool(sufficient_statistics),
+        m_step,
+        accelerate,
+        chunk_size,
+        derived.gaussian,
     )
-    setup = Setup(model, derived.static, bool(priors), bool(sufficient_statistics), m_step, accelerate, chunk_size)
     if short_runs is not None and (not isinstance(short_runs, (int, np.integer)) or short_runs < 1):
         raise ValueError(f"short_runs must be None or a positive integer, got {short_runs!r}.")
     short_runs = None if short_runs is None or num_restarts == 1 else int(short_runs)
@@ -390,8 +407,19 @@ def _log_likelihood(model, args, kwargs, params):
 _evaluate_log_likelihood = evaluator(_log_likelihood)
 
 
+def _marginal_log_likelihood(model, static, dynamic, reading, params):
+    """log p(X | θ) of a model whose Gaussian latents are integrated out."""
+    args, kwargs = arguments.join(static, dynamic)
+    sites, blocks, trace_at = elimination.traced(model, args, kwargs, reading)
+    return elimination.e_step(trace_at, sites, blocks, params)[0]
+
+
+_marginal_log_likelihood_compiled = compilation.jit(_marginal_log_likelihood, static_argnums=(0, 1, 3))
+
+
 def log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Scalar:
-    """log p(X | θ): the model's log evidence with its discrete latents summed out.
+    """log p(X | θ): the model's log evidence with its discrete latents summed out and its
+    Gaussian latents integrated out.
 
     Example:
       >>> import jax.numpy as jnp, em
@@ -401,4 +429,8 @@ def log_likelihood(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) 
       >>> round(float(em.log_likelihood(gmm.univariate, params, jnp.array([-2.0, 2.0]), 2)), 4)
       -3.2235
     """
-    return _evaluate_log_likelihood.call(model, params, *args, **kwargs)
+    derived = derive(model, args, kwargs, integrates=True)
+    params = checked_params(derived, params)
+    if derived.gaussian is None:
+        return _evaluate_log_likelihood.compiled(model, args, kwargs, params)
+    return _marginal_log_likelihood_compiled(model, derived.static, derived.dynamic, derived.gaussian, params)

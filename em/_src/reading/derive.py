@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from em._src import compilation
 from em._src.kernels import weighting
-from em._src.reading import arguments, checks, priors
+from em._src.reading import arguments, checks, gaussian_latents, priors
+from em._src.reading.gaussian_latents import GaussianReading
 from em._src.reading.sites import ModelSites, abstract_trace, inspect_model
 
 
@@ -28,25 +29,39 @@ class Derived(NamedTuple):
     sites: ModelSites  # from the abstract trace (its defaults are abstract: never evaluate them)
     trace: dict  # the abstract trace; observed values and masks stay concrete
     concrete: bool  # whether the arguments are concrete (not a user's jit tracing them)
+    gaussian: GaussianReading | None = None  # the Gaussian latents integrated out, if any
 
 
-def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = ()) -> Derived:
+def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = (), integrates: bool = False) -> Derived:
     """Check and split a model's arguments (ValueError naming the problem, before any
     compilation). ``fitting`` also requires data and parameters (:func:`checks.check_model`);
-    ``options`` are the caller's own keywords, suggested for a keyword the model does not take."""
+    ``options`` are the caller's own keywords, suggested for a keyword the model does not take;
+    ``integrates``: whether the caller handles Gaussian latents (the others refuse them)."""
     check_signature(model, args, kwargs, options)
     args, kwargs = arguments.normalise(args, kwargs)
     trace = abstract_trace(model, args, kwargs)
     sites = inspect_model(trace)
+    dependences = {}
+    if fitting or priors.has_gaussian_candidates(trace, sites):
+        dependences = priors.prior_dependences(model, args, kwargs, sites)
+    integrated = priors.integrated_latents(trace, sites, dependences)
+    if integrated:
+        sites = inspect_model(trace, integrated)
     if fitting:
         checks.check_model(sites)
-        priors.check_priors(model, args, kwargs, sites)
+        priors.check_priors(sites, dependences)
+    gaussian = gaussian_latents.read(model, args, kwargs, trace, sites)
+    if gaussian is not None and not integrates:
+        raise ValueError(
+            f"The model has Gaussian latents ({', '.join(repr(n) for n in gaussian.names)}), which em.fit and "
+            "em.log_likelihood integrate out exactly; this function does not handle them yet."
+        )
     weighting.check_scales(model, args, kwargs, trace, sites)
     concrete = checks.is_concrete(args, kwargs)
     if concrete:
         checks.check_observed(model, args, kwargs, trace, sites)
     static, dynamic = arguments.split(args, kwargs)
-    return Derived(model, static, dynamic, sites, trace, concrete)
+    return Derived(model, static, dynamic, sites, trace, concrete, gaussian)
 
 
 def check_signature(model, args, kwargs, options: tuple = ()):

@@ -19,7 +19,7 @@ from numpyro import handlers
 
 from em._src.reading import selection
 from em._src.reading.masking import fields, layers
-from em._src.reading.sites import ModelSites, as_seen
+from em._src.reading.sites import ModelSites, as_seen, has_gaussian_prior
 
 LOCATIONS = frozenset({"loc"})  # a prior's parameters that may depend on θ: its density is bounded in them
 
@@ -48,11 +48,33 @@ def prior_dependences(model, args, kwargs, sites: ModelSites) -> dict:
     }
 
 
-def check_priors(model, args, kwargs, sites: ModelSites):
-    """ValueError naming each continuous site whose prior's spread depends on θ."""
-    for name, by_field in prior_dependences(model, args, kwargs, sites).items():
-        spread = {field: sorted(on) for field, on in by_field.items() if on and field not in LOCATIONS}
-        if not spread:
+def _spread_on(by_field: dict) -> dict:
+    """The fields of a prior other than its location that depend on θ, with the θ sites."""
+    return {field: sorted(on) for field, on in by_field.items() if on and field not in LOCATIONS}
+
+
+def integrated_latents(trace, sites: ModelSites, dependences: dict) -> frozenset:
+    """The continuous sites with a Normal or MultivariateNormal prior whose spread depends on
+    θ (a random effect ``b ~ Normal(0, tau)``; ``dependences`` from :func:`prior_dependences`):
+    integrated out as Gaussian latents (:mod:`em._src.kernels.elimination`) rather than
+    fitted, since their joint mode with θ does not exist."""
+    return frozenset(n for n, by_field in dependences.items() if has_gaussian_prior(trace[n]) and _spread_on(by_field))
+
+
+def has_gaussian_candidates(trace, sites: ModelSites) -> bool:
+    """Whether a site of θ has a Normal or MultivariateNormal prior (only then can
+    :func:`integrated_latents` find one)."""
+    return any(p.has_prior and has_gaussian_prior(trace[p.name]) for p in sites.params)
+
+
+def check_priors(sites: ModelSites, dependences: dict):
+    """ValueError naming each continuous site of θ whose prior's spread depends on θ
+    (``dependences`` from :func:`prior_dependences`; one with a Gaussian prior is a Gaussian
+    latent instead: :func:`integrated_latents`)."""
+    theta = {p.name for p in sites.params}
+    for name, by_field in dependences.items():
+        spread = _spread_on(by_field)
+        if name not in theta or not spread:
             continue
         field, on = next(iter(spread.items()))
         raise ValueError(
@@ -60,6 +82,6 @@ def check_priors(model, args, kwargs, sites: ModelSites):
             f"continuous sample site as a parameter, maximising the joint density of '{name}' and {on}, which has "
             f"no maximum (it grows without bound as the prior closes in on '{name}'), so the fit would be no estimate. "
             f"Give the prior's {field} fixed numbers (then '{name}' is a MAP parameter with a proper prior), or "
-            f"integrate '{name}' out in the model (em does not yet integrate continuous latents, such as a random "
+            f"give '{name}' a Normal or MultivariateNormal prior (em then integrates it out exactly, as a random "
             "effect); em.run_nuts samples the model as it is."
         )

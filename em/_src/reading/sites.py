@@ -12,7 +12,11 @@ which sites are which:
 A ``param`` site whose value a ``substitute`` inside the model sets is fixed: not part of θ
 (:mod:`em._src.reading.fixed`).
 
-Anything else (a per-datum continuous latent, a discrete latent with unbounded
+- G: every continuous, unobserved ``sample`` site with a Normal or MultivariateNormal prior
+  in a data plate, or whose prior's spread is θ: a Gaussian latent, integrated out
+  (:mod:`em._src.kernels.elimination`).
+
+Anything else (a non-Gaussian per-datum continuous latent, a discrete latent with unbounded
 support) is an error raised here, naming the site, before any work is done.
 """
 
@@ -20,11 +24,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from numpyro import distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from em._src.reading.fixed import FIXED, FixedSites, check_scans
+from em._src.reading.masking import layers
 from em._src.reading.numpyro_internals import is_scan_step
 from em._src.reading.partly_observed import PartlyObserved
 
@@ -51,6 +57,7 @@ class ModelSites(NamedTuple):
     observed: tuple  # names of the observed sample sites
     max_plate_nesting: int
     fixed: tuple = ()  # names of the sites the model's own handlers fix (em._src.reading.fixed)
+    gaussian: tuple = ()  # names of the Gaussian latents, integrated out exactly (em._src.kernels.elimination)
 
     @property
     def data(self) -> tuple:
@@ -112,13 +119,24 @@ def abstract_trace(model, args, kwargs):
     return captured["trace"]
 
 
-def inspect_model(tr) -> ModelSites:
-    """Classify the sites of a :func:`model_trace`; raise ValueError for sites EM cannot handle."""
+def has_gaussian_prior(site) -> bool:
+    """Whether a sample site's distribution is Normal or MultivariateNormal (under plates,
+    masks and ``to_event``)."""
+    return isinstance(layers(site["fn"])[0], (dist.Normal, dist.MultivariateNormal))
+
+
+def inspect_model(tr, integrated: frozenset = frozenset()) -> ModelSites:
+    """Classify the sites of a :func:`model_trace`; raise ValueError for sites EM cannot handle.
+
+    A continuous latent with a Normal or MultivariateNormal prior is a Gaussian latent,
+    integrated out (not θ), when it lies in a data plate (a factor analyser's scores) or is
+    named in ``integrated`` (a random effect whose prior's spread is θ:
+    :func:`em._src.reading.priors.integrated_latents`)."""
     samples = [s for s in tr.values() if s["type"] == "sample"]
     observed = [s for s in samples if s["is_observed"]]
     data_plates = frozenset().union(*(_plates(s) for s in observed if not s.get(FIXED)))
     check_scans(tr)
-    params, latents, fixed = [], [], []
+    params, latents, fixed, gaussian = [], [], [], []
     for site in tr.values():
         name = site["name"]
         if site["type"] == "param" and site.get(FIXED):
@@ -147,12 +165,15 @@ def inspect_model(tr) -> ModelSites:
                     "likelihood in the model, or sample the model as it is with NumPyro's NUTS."
                 )
             shared = _plates(site) & data_plates
+            if name in integrated or (shared and has_gaussian_prior(site)):
+                gaussian.append(name)
+                continue
             if shared:
                 raise ValueError(
-                    f"Continuous latent site '{name}' lies in the data plate(s) "
-                    f"{sorted(shared)}: a per-datum continuous latent cannot be "
-                    "enumerated by EM. Integrate it out analytically in the model, "
-                    "discretise it, or use MCMC."
+                    f"Continuous latent site '{name}' lies in the data plate(s) {sorted(shared)} and its prior is "
+                    f"{type(layers(fn)[0]).__name__}: EM integrates a per-datum continuous latent out exactly only "
+                    "when its prior is Normal or MultivariateNormal and the model is linear-Gaussian in it. "
+                    "Integrate it out analytically in the model, discretise it, or use MCMC."
                 )
             params.append(ParamSite(name, fn.support, jnp.asarray(site["value"]), True))
     nesting = max(
@@ -165,6 +186,7 @@ def inspect_model(tr) -> ModelSites:
         observed=tuple(s["name"] for s in observed),
         max_plate_nesting=nesting,
         fixed=tuple(fixed) + tuple(s["name"] for s in observed if s.get(FIXED)),
+        gaussian=tuple(gaussian),
     )
 
 

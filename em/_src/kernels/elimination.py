@@ -1,0 +1,195 @@
+"""Gaussian latents integrated out exactly: the E-step and Q of a linear-Gaussian model.
+
+With the Gaussian latents g stacked as blocks g_b (one per index of the plates their
+posterior factorises along, :mod:`em._src.reading.gaussian_latents`), the log joint
+L_θ(g) = log p(X, g | θ) is quadratic in g. From its gradient at 0 and its Hessian
+blocks H_b (one Hessian-vector product per coordinate of a block, all blocks at once):
+
+    P_b = -H_b,    m = P⁻¹ ∇L(0)   (one Newton step: exact for a quadratic),
+    log p(X | θ) = L(m) + Σ_b [½ D log 2π − ½ log det P_b],
+
+and the posterior is g_b ~ N(m_b, P_b⁻¹) (Rubin & Thayer 1982 for factor analysis; Laird
+& Ware 1982 for random effects). With P_b = C_b C_bᵀ and v_j the j-th row of C_b⁻¹ in
+every block (Σ_j v_j v_jᵀ = P_b⁻¹), the expected complete-data log-likelihood of any θ is,
+exactly for a log-density quadratic in g,
+
+    Q(θ | θ_t) = E[L_θ(g)] = L_θ(m) + ½ Σ_j v_jᵀ ∇²L_θ v_j
+               = Σ_cells [ℓ(m) + ½ Σ_j (ℓ(m + v_j) + ℓ(m − v_j) − 2 ℓ(m))],
+
+the second differences taken cell by cell of each site's log-density ℓ (so their rounding
+is relative to one cell's value, not to the whole sum's). The M-step maximises it as any
+other Q (Newton or optax); E[g] and E[ggᵀ] are what it reads of the E-step.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import jax.scipy.special as jss
+
+from em._src.kernels import enumeration, estep
+from em._src.reading.gaussian_latents import GaussianReading
+from em._src.reading.sites import inspect_model, model_trace
+
+
+class Blocks(NamedTuple):
+    """How the Gaussian latents' values stack into (B, D): B blocks of D coordinates; static."""
+
+    names: tuple
+    shapes: tuple  # each latent's value shape
+    block_axes: tuple  # per latent: the axes of its value along the block plates, in plate order
+    num_blocks: int  # B
+    sizes: tuple  # per latent: its coordinates per block
+
+
+class Moments(NamedTuple):
+    """The posterior of the stacked latents: g_b ~ N(mean_b, Σ_j v_jb v_jbᵀ)."""
+
+    mean: jax.Array  # (B, D)
+    directions: jax.Array  # (D, B, D): v_j, the rows of each block's inverse Cholesky factor
+
+
+def blocks(trace, reading: GaussianReading) -> Blocks:
+    """The stacking of the latents of ``trace`` (a plain trace: their values' shapes)."""
+    shapes, block_axes, sizes, num_blocks = [], [], [], 1
+    for name in reading.names:
+        site = trace[name]
+        shape = tuple(jnp.shape(site["value"]))
+        batch_ndim = len(shape) - site["fn"].event_dim
+        frames = {f.name: f for f in site["cond_indep_stack"]}
+        axes = tuple(batch_ndim + frames[p].dim for p in reading.block_plates)
+        num_blocks = math.prod(shape[a] for a in axes)
+        shapes.append(shape)
+        block_axes.append(axes)
+        sizes.append(math.prod(shape) // num_blocks)
+    return Blocks(reading.names, tuple(shapes), tuple(block_axes), num_blocks, tuple(sizes))
+
+
+def pack(layout: Blocks, values: dict) -> jax.Array:
+    """The latents' values as one (B, D) array."""
+    parts = []
+    for name, axes in zip(layout.names, layout.block_axes, strict=True):
+        moved = jnp.moveaxis(values[name], axes, tuple(range(len(axes))))
+        parts.append(jnp.reshape(moved, (layout.num_blocks, -1)))
+    return jnp.concatenate(parts, axis=1)
+
+
+def unpack(layout: Blocks, stacked: jax.Array) -> dict:
+    """Inverse of :func:`pack`."""
+    values, start = {}, 0
+    for name, shape, axes, size in zip(layout.names, layout.shapes, layout.block_axes, layout.sizes, strict=True):
+        moved_shape = [shape[a] for a in axes] + [n for a, n in enumerate(shape) if a not in axes]
+        part = jnp.reshape(stacked[..., start : start + size], stacked.shape[:-2] + tuple(moved_shape))
+        lead = stacked.ndim - 2
+        values[name] = jnp.moveaxis(part, tuple(range(lead, lead + len(axes))), tuple(lead + a for a in axes))
+        start += size
+    return values
+
+
+def log_densities(trace_at, sites, layout: Blocks, params: dict, stacked: jax.Array) -> dict:
+    """Each data site's and each latent's log-density tensor, cell by cell, at θ and g."""
+    trace = trace_at({**params, **unpack(layout, stacked)})
+    factors = enumeration.layout(trace, sites)
+    found = enumeration.log_probs(trace, factors)
+    found.update({n: enumeration.site_log_prob(trace[n], False) for n in layout.names})
+    return found
+
+
+def _total(densities: dict):
+    return sum((jnp.sum(lp) for lp in densities.values()), start=jnp.zeros(()))
+
+
+def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Moments]:
+    """log p(X | θ), g integrated out, and the posterior moments of g (module docstring)."""
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(params), float)
+    size = sum(layout.sizes)
+
+    def log_joint(stacked):
+        return _total(log_densities(trace_at, sites, layout, params, stacked))
+
+    zero = jnp.zeros((layout.num_blocks, size), dtype)
+    gradient, hessian_times = jax.linearize(jax.grad(log_joint), zero)
+    units = jnp.broadcast_to(jnp.eye(size, dtype=dtype)[:, None, :], (size, layout.num_blocks, size))
+    columns = jax.vmap(hessian_times)(units)  # (j, b, i): H_b[i, j]
+    precision = -jnp.moveaxis(columns, 0, -1)
+    precision = (precision + jnp.swapaxes(precision, -1, -2)) / 2
+    factor = jnp.linalg.cholesky(precision)
+    mean = jsl.cho_solve((factor, True), gradient[..., None])[..., 0]
+    mean = mean + jsl.cho_solve((factor, True), jax.grad(log_joint)(mean)[..., None])[..., 0]  # one refinement
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)))
+    log_evidence = log_joint(mean) + 0.5 * (layout.num_blocks * size * math.log(2 * math.pi) - log_det)
+    inverse = jsl.solve_triangular(factor, jnp.broadcast_to(jnp.eye(size, dtype=dtype), factor.shape), lower=True)
+    return log_evidence, Moments(mean, jnp.moveaxis(inverse, 1, 0))
+
+
+def expected_log_joint(trace_at, sites, layout: Blocks, params: dict, moments: Moments):
+    """E[log p(X, g | θ)] under the posterior ``moments`` (module docstring)."""
+    mean, directions = moments
+    points = jnp.concatenate([mean[None], mean[None] + directions, mean[None] - directions])
+    densities = jax.vmap(lambda g: log_densities(trace_at, sites, layout, params, g))(points)
+    size = directions.shape[0]
+    total = jnp.zeros(())
+    for lp in densities.values():
+        centre = lp[0]
+        spread = jnp.sum(lp[1 : 1 + size] + lp[1 + size :] - 2 * centre, axis=0)
+        total = total + jnp.sum(centre + spread / 2)
+    return total
+
+
+def random_moments(stream, layout: Blocks, dtype) -> Moments:
+    """A random start: posterior means drawn N(0, 1), no spread (as random responsibilities
+    start a mixture; the M-step on them is the start)."""
+    size = sum(layout.sizes)
+    mean = jss.ndtri(stream.uniform((layout.num_blocks, size), dtype))
+    return Moments(mean, jnp.zeros((size, layout.num_blocks, size), dtype))
+
+
+def summary_name(layout: Blocks) -> str:
+    """The key of the latents' moments among the E-step's summaries (the first latent's name,
+    which a report of a non-finite summary names)."""
+    return layout.names[0]
+
+
+def zeros(layout: Blocks, dtype) -> dict:
+    """The latents at zero: the values a trace of the model at θ alone gives them."""
+    return {name: jnp.zeros(shape, dtype) for name, shape in zip(layout.names, layout.shapes, strict=True)}
+
+
+def e_step_of(trace_at, sites, layout: Blocks):
+    """θ ↦ :class:`em._src.kernels.estep.EStep`: the marginal log-likelihood, the log prior of
+    θ and the latents' moments as the summary."""
+
+    def e(params: dict) -> estep.EStep:
+        log_evidence, moments = e_step(trace_at, sites, layout, params)
+        return estep.EStep(
+            log_evidence, enumeration.log_prior(trace_at(params), sites), {summary_name(layout): moments}
+        )
+
+    return e
+
+
+def q_function(trace_at, sites, layout: Blocks, use_priors: bool):
+    """θ ↦ Q(θ | θ_t) from the moments of the E-step at θ_t (+ log p(θ) for MAP-EM)."""
+
+    def q(params: dict, summaries: dict):
+        value = expected_log_joint(trace_at, sites, layout, params, summaries[summary_name(layout)])
+        return value + enumeration.log_prior(trace_at(params), sites) if use_priors else value
+
+    return q
+
+
+def traced(model, args, kwargs, reading: GaussianReading):
+    """``(sites, layout, trace_at)`` of a model with Gaussian latents: its sites, the stacking
+    of its latents, and ``params -> enumerated trace`` with the latents at zero wherever θ
+    alone is given (an after-fit check, the start)."""
+    plain = model_trace(model, args, kwargs)
+    sites = inspect_model(plain, frozenset(reading.names))
+    layout = blocks(plain, reading)
+    at_zero = zeros(layout, jnp.result_type(float))
+
+    def trace_at(params):
+        return enumeration.enumerated_trace(model, sites, {**at_zero, **params}, args, kwargs)
+
+    return sites, layout, trace_at
