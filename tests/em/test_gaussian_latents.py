@@ -1,0 +1,173 @@
+"""Gaussian latents integrated exactly (factor analysis, probabilistic PCA, random effects),
+each against a result computed without em; and the models em cannot integrate, refused by
+site name before anything is compiled."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy.stats import multivariate_normal
+
+import em
+from models import factor, random_effects
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _factor_data(n=200, p=6, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(p, k))
+    uniquenesses = rng.uniform(0.2, 1.0, p)
+    return rng.normal(size=(n, k)) @ loadings.T + rng.normal(size=(n, p)) * np.sqrt(uniquenesses) + rng.normal(size=p)
+
+
+def test_factor_analysis_equals_scikit_learns_at_its_tightest_tolerance():
+    """The marginal likelihood's maximum, x ~ Normal(mu, W Wᵀ + Ψ): scikit-learn's
+    FactorAnalysis (its own SVD-based iteration) run to tol=1e-12 reaches the same
+    log-likelihood and covariance."""
+    from sklearn.decomposition import FactorAnalysis
+
+    x = _factor_data()
+    fit = em.fit(factor.factor_analysis, jnp.asarray(x), 2, rng_key=KEY, num_restarts=2)
+    reference = FactorAnalysis(2, tol=1e-12, max_iter=100_000).fit(x)
+    assert fit.converged
+    np.testing.assert_allclose(fit.log_likelihood, reference.score(x) * len(x), rtol=1e-6)
+    covariance = fit.params["W"] @ fit.params["W"].T + jnp.diag(fit.params["psi"])
+    expected = reference.components_.T @ reference.components_ + np.diag(reference.noise_variance_)
+    np.testing.assert_allclose(covariance, expected, atol=1e-5)
+    # the reported log-likelihood is the marginal one, as scipy evaluates it at the fit
+    marginal = multivariate_normal(np.asarray(fit.params["mu"]), np.asarray(covariance)).logpdf(x).sum()
+    np.testing.assert_allclose(em.log_likelihood(factor.factor_analysis, fit.params, jnp.asarray(x), 2), marginal)
+    np.testing.assert_allclose(fit.log_likelihood, marginal, rtol=1e-12)
+    history = fit.history[: int(fit.num_iter) + 1]
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))  # EM never lowers it
+
+
+def test_probabilistic_pca_equals_tipping_and_bishops_closed_form():
+    """σ² the mean of the discarded eigenvalues of the sample covariance, W Wᵀ = U_k (Λ_k − σ²) U_kᵀ."""
+    x = _factor_data(seed=1)
+    fit = em.fit(factor.ppca, jnp.asarray(x), 2, rng_key=KEY, num_restarts=2, tol=0, param_tol=1e-12)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(x.T, bias=True))
+    eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
+    noise = eigenvalues[2:].mean()
+    loadings = fit.params["W"]
+    np.testing.assert_allclose(fit.params["sigma"] ** 2, noise, rtol=1e-10)
+    expected = vectors[:, :2] @ np.diag(eigenvalues[:2] - noise) @ vectors[:, :2].T
+    np.testing.assert_allclose(loadings @ loadings.T, expected, atol=1e-8)
+    np.testing.assert_allclose(fit.params["mu"], x.mean(0), atol=1e-10)
+
+
+def test_a_random_intercept_gives_lme4s_dyestuff_fit():
+    """lme4: ``lmer(Yield ~ 1 + (1 | Batch), Dyestuff, REML = FALSE)``, published in Bates,
+    "lme4: Mixed-effects modeling with R" (2010), ch. 1: σ²_b = 1388.33, σ² = 2451.25,
+    μ = 1527.5, log-likelihood −163.6635; the balanced one-way ML closed form gives the same
+    (σ² = SSW / (a(n − 1)), σ²_b = (SSB / a − σ²) / n)."""
+    y, batch = random_effects.dyestuff()
+    fit = em.fit(random_effects.random_intercept, jnp.asarray(y), jnp.asarray(batch), 6, rng_key=KEY)
+    assert fit.converged
+    within = ((y.reshape(6, 5) - y.reshape(6, 5).mean(1, keepdims=True)) ** 2).sum() / (6 * 4)
+    between = (5 * ((y.reshape(6, 5).mean(1) - y.mean()) ** 2).sum() / 6 - within) / 5
+    np.testing.assert_allclose([within, between], [2451.25, 1388.3333333], rtol=1e-9)
+    np.testing.assert_allclose(fit.params["sigma"] ** 2, within, rtol=1e-6)
+    np.testing.assert_allclose(fit.params["tau"] ** 2, between, rtol=1e-6)
+    np.testing.assert_allclose(fit.params["mu"], 1527.5, rtol=1e-9)
+    np.testing.assert_allclose(fit.log_likelihood, -163.6635, atol=5e-5)
+
+
+def test_a_per_datum_normal_latent_is_integrated():
+    """u_n ~ Normal(loc, 1), x_n ~ Normal(u_n, 1): x_n ~ Normal(loc, √2), so loc is the mean."""
+
+    def model(x):
+        loc = numpyro.param("loc", 0.0)
+        with numpyro.plate("data", jnp.shape(x)[0]):
+            u = numpyro.sample("u", dist.Normal(loc, 1.0))
+            numpyro.sample("x", dist.Normal(u, 1.0), obs=x)
+
+    x = np.random.default_rng(0).normal(size=30)
+    fit = em.fit(model, jnp.asarray(x), rng_key=KEY, num_restarts=1)
+    np.testing.assert_allclose(fit.params["loc"], x.mean(), atol=1e-7)
+    marginal = multivariate_normal(np.full(30, x.mean()), 2 * np.eye(30)).logpdf(x)
+    np.testing.assert_allclose(fit.log_likelihood, marginal, rtol=1e-12)
+
+
+def _never_compiled(monkeypatch):
+    from em._src.loop import driver
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("em.fit's loop was compiled before the refusal")
+
+    monkeypatch.setattr(driver, "_fit_compiled", compiled)
+
+
+def _grouped(location, scale=lambda b: 1.0, family=None):
+    """A random intercept model with the response's distribution built from b[group]."""
+
+    def model(y, group):
+        mu = numpyro.param("mu", 0.0)
+        tau = numpyro.param("tau", 1.0, constraint=dist.constraints.positive)
+        with numpyro.plate("groups", 3):
+            b = numpyro.sample("b", dist.Normal(0.0, tau))
+        with numpyro.plate("data", jnp.shape(y)[0]):
+            d = family(mu + b[group]) if family else dist.Normal(location(mu, b[group]), scale(b[group]))
+            numpyro.sample("y", d, obs=y)
+
+    return model
+
+
+Y = jnp.asarray(np.random.default_rng(0).normal(size=12))
+GROUP = jnp.asarray(np.repeat(np.arange(3), 4))
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (_grouped(lambda mu, b: mu + jnp.exp(b)), r"Site 'y': its loc is no affine function of 'b'"),
+        (_grouped(lambda mu, b: mu + b * b), r"Site 'y': its loc is no affine function of 'b'"),
+        (_grouped(lambda mu, b: mu + b, lambda b: jnp.exp(b)), r"Site 'y': its scale depends on 'b'"),
+        (_grouped(None, family=lambda eta: dist.Poisson(jnp.exp(eta))), r"Site 'y' \(Poisson\) depends on"),
+    ],
+    ids=["exp", "square", "scale", "poisson"],
+)
+def test_a_model_not_linear_gaussian_in_its_latent_is_refused_by_name_before_compiling(model, message, monkeypatch):
+    _never_compiled(monkeypatch)
+    y = jnp.round(jnp.abs(Y)) if "Poisson" in message else Y
+    with pytest.raises(ValueError, match=message):
+        em.fit(model, y, GROUP, rng_key=KEY)
+
+
+def test_a_non_gaussian_per_datum_latent_is_refused_by_name(monkeypatch):
+    _never_compiled(monkeypatch)
+
+    def model(x):
+        rate = numpyro.param("rate", 1.0, constraint=dist.constraints.positive)
+        with numpyro.plate("data", jnp.shape(x)[0]):
+            u = numpyro.sample("u", dist.Gamma(2.0, rate))
+            numpyro.sample("x", dist.Normal(u, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"'u' lies in the data plate\(s\) \['data'\] and its prior is Gamma"):
+        em.fit(model, Y, rng_key=KEY)
+
+
+def test_discrete_latents_beside_gaussian_ones_are_refused_by_name(monkeypatch):
+    _never_compiled(monkeypatch)
+
+    def model(y, group):
+        weights = numpyro.param("weights", jnp.ones(2) / 2, constraint=dist.constraints.simplex)
+        locs = numpyro.param("locs", jnp.array([-1.0, 1.0]))
+        tau = numpyro.param("tau", 1.0, constraint=dist.constraints.positive)
+        with numpyro.plate("groups", 3):
+            b = numpyro.sample("b", dist.Normal(0.0, tau))
+        with numpyro.plate("data", jnp.shape(y)[0]):
+            c = numpyro.sample("c", dist.Categorical(weights))
+            numpyro.sample("y", dist.Normal(locs[c] + b[group], 1.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"Gaussian latents \('b'\) and discrete latents \('c'\) together"):
+        em.fit(model, Y, GROUP, rng_key=KEY)
+
+
+def test_functions_that_do_not_integrate_yet_refuse_the_model_by_name():
+    params = {"mu": 0.0, "tau": 1.0, "sigma": 1.0}
+    with pytest.raises(ValueError, match=r"Gaussian latents \('b'\).*does not handle them yet"):
+        em.posterior(random_effects.random_intercept, params, Y, GROUP, 3)
