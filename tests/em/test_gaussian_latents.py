@@ -45,6 +45,21 @@ def test_factor_analysis_equals_scikit_learns_at_its_tightest_tolerance():
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history[1:]))  # EM never lowers it
 
 
+def test_a_heywood_case_is_warned_of_by_site_name():
+    """One factor, three variables with correlations r12 = r13 = 0.8, r23 = 0.5: λ1² = r12 r13 / r23
+    = 1.28 > 1, so the maximum lies on the boundary ψ1 = 0, where x1 = λ1 z and the others are
+    its regressions: λ_j = r_1j, ψ_j = 1 − r_1j² = 0.36."""
+    rng = np.random.default_rng(0)
+    correlation = np.array([[1.0, 0.8, 0.8], [0.8, 1.0, 0.5], [0.8, 0.5, 1.0]])
+    white = rng.normal(size=(200, 3))
+    white = (white - white.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(white.T, bias=True))).T
+    x = jnp.asarray(white @ np.linalg.cholesky(correlation).T)  # its sample correlation exactly
+    with pytest.warns(em.EMWarning, match=r"Observed site 'x': its variance given the Gaussian latents \('z'\)"):
+        fit = em.fit(factor.factor_analysis, x, 1, rng_key=KEY, num_restarts=1, max_iter=300)
+    np.testing.assert_allclose(fit.params["psi"][1:], 0.36, atol=1e-4)
+    assert fit.params["psi"][0] < 1e-2
+
+
 def test_probabilistic_pca_equals_tipping_and_bishops_closed_form():
     """σ² the mean of the discarded eigenvalues of the sample covariance, W Wᵀ = U_k (Λ_k − σ²) U_kᵀ."""
     x = _factor_data(seed=1)
@@ -74,6 +89,39 @@ def test_a_random_intercept_gives_lme4s_dyestuff_fit():
     np.testing.assert_allclose(fit.params["tau"] ** 2, between, rtol=1e-6)
     np.testing.assert_allclose(fit.params["mu"], 1527.5, rtol=1e-9)
     np.testing.assert_allclose(fit.log_likelihood, -163.6635, atol=5e-5)
+
+
+def test_the_random_effects_posterior_and_standard_errors_are_the_closed_forms():
+    """At lme4's Dyestuff fit: the BLUPs b_g = n τ² / (σ² + n τ²) (ȳ_g − μ) with variance
+    (1/τ² + n/σ²)⁻¹, and the standard error of μ from the marginal likelihood,
+    √((σ² + n τ²) / (a n)): lme4's 17.69 (Bates 2010, ch. 1, the ML fit)."""
+    y, batch = random_effects.dyestuff()
+    args = (jnp.asarray(y), jnp.asarray(batch), 6)
+    params = {"mu": 1527.5, "tau": np.sqrt(1388.3333333), "sigma": np.sqrt(2451.25)}
+    post = em.posterior(random_effects.random_intercept, params, *args)
+    tau2, sigma2 = 1388.3333333, 2451.25
+    shrunk = 5 * tau2 / (sigma2 + 5 * tau2) * (y.reshape(6, 5).mean(1) - 1527.5)
+    np.testing.assert_allclose(post.means["b"], shrunk, rtol=1e-10)
+    np.testing.assert_allclose(post.mode()["b"], shrunk, rtol=1e-10)
+    np.testing.assert_allclose(post.covariances["b"], np.eye(6) / (1 / tau2 + 5 / sigma2), atol=1e-8)
+    laplace = em.laplace(random_effects.random_intercept, params, *args)
+    np.testing.assert_allclose(laplace.std_errors["mu"], np.sqrt((sigma2 + 5 * tau2) / 30), rtol=1e-6)
+    np.testing.assert_allclose(laplace.std_errors["mu"], 17.69, atol=5e-3)
+
+
+def test_a_random_intercept_and_slope_gives_lme4s_fit_of_the_pigs():
+    """lme4: ``lmer(Weight ~ Time + (1 + Time | Pig), REML = FALSE, data = dietox)``, as
+    statsmodels' test_lme.py quotes it: β = (15.73863, 6.93902), σ² = 6.037441,
+    Σ = [[19.190922, 0.293568], [0.293568, 0.409695]], log-likelihood −2215.753."""
+    y, week, pig = random_effects.load_dietox()
+    data = (jnp.asarray(y), jnp.asarray(week), jnp.asarray(pig), 72)
+    fit = em.fit(random_effects.random_slope, *data, rng_key=KEY, num_restarts=1)
+    assert fit.converged
+    np.testing.assert_allclose(fit.params["beta"], [15.73863, 6.93902], rtol=1e-6)
+    np.testing.assert_allclose(fit.params["sigma"] ** 2, 6.037441, rtol=1e-6)
+    scale_tril = np.asarray(fit.params["scale_tril"])
+    np.testing.assert_allclose(scale_tril @ scale_tril.T, [[19.190922, 0.293568], [0.293568, 0.409695]], rtol=2e-6)
+    np.testing.assert_allclose(fit.log_likelihood, -2215.753, atol=5e-4)
 
 
 def test_a_per_datum_normal_latent_is_integrated():
@@ -168,6 +216,7 @@ def test_discrete_latents_beside_gaussian_ones_are_refused_by_name(monkeypatch):
 
 
 def test_functions_that_do_not_integrate_yet_refuse_the_model_by_name():
-    params = {"mu": 0.0, "tau": 1.0, "sigma": 1.0}
     with pytest.raises(ValueError, match=r"Gaussian latents \('b'\).*does not handle them yet"):
-        em.posterior(random_effects.random_intercept, params, Y, GROUP, 3)
+        em.run_nuts(random_effects.random_intercept, Y, GROUP, 3, rng_key=KEY)
+    with pytest.raises(ValueError, match=r"Gaussian latents \('b'\).*does not handle them yet"):
+        em.select_model(random_effects.random_intercept, Y, GROUP, num_components=[3], rng_key=KEY)

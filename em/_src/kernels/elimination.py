@@ -28,20 +28,40 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import jax.scipy.special as jss
+import numpy as np
+from scipy.sparse.csgraph import connected_components
 
+from em._src import compilation
 from em._src.kernels import enumeration, estep
+from em._src.reading import arguments
 from em._src.reading.gaussian_latents import GaussianReading
-from em._src.reading.sites import inspect_model, model_trace
+from em._src.reading.sites import constrain, inspect_model, model_trace
 
 
 class Blocks(NamedTuple):
-    """How the Gaussian latents' values stack into (B, D): B blocks of D coordinates; static."""
+    """How the Gaussian latents' values stack into (B, D): B blocks of D coordinates; static.
+
+    Along block plates, each latent's value is moved to (plate cells, coordinates) and the
+    latents joined; with an ``order``, the coordinates of the one such block, flattened,
+    are taken in that order and cut into equal blocks."""
 
     names: tuple
     shapes: tuple  # each latent's value shape
     block_axes: tuple  # per latent: the axes of its value along the block plates, in plate order
-    num_blocks: int  # B
-    sizes: tuple  # per latent: its coordinates per block
+    num_plate_blocks: int  # the cells of the block plates (1 if none)
+    sizes: tuple  # per latent: its coordinates per cell of the block plates
+    order: tuple = ()  # the coordinates' order, cut into blocks of ``grouped_size`` (:func:`grouped`); () for none
+    grouped_size: int = 0
+
+    @property
+    def num_blocks(self) -> int:
+        """B."""
+        return len(self.order) // self.grouped_size if self.order else self.num_plate_blocks
+
+    @property
+    def block_size(self) -> int:
+        """D."""
+        return self.grouped_size if self.order else sum(self.sizes)
 
 
 class Moments(NamedTuple):
@@ -64,26 +84,37 @@ def blocks(trace, reading: GaussianReading) -> Blocks:
         shapes.append(shape)
         block_axes.append(axes)
         sizes.append(math.prod(shape) // num_blocks)
-    return Blocks(reading.names, tuple(shapes), tuple(block_axes), num_blocks, tuple(sizes))
+    grouped_size = len(reading.order) // reading.num_grouped if reading.order else 0
+    order = reading.order
+    return Blocks(reading.names, tuple(shapes), tuple(block_axes), num_blocks, tuple(sizes), order, grouped_size)
+
+
+def _by_plate(layout: Blocks, values: dict) -> jax.Array:
+    parts = []
+    for name, axes in zip(layout.names, layout.block_axes, strict=True):
+        moved = jnp.moveaxis(values[name], axes, tuple(range(len(axes))))
+        parts.append(jnp.reshape(moved, (layout.num_plate_blocks, -1)))
+    return jnp.concatenate(parts, axis=1)
 
 
 def pack(layout: Blocks, values: dict) -> jax.Array:
     """The latents' values as one (B, D) array."""
-    parts = []
-    for name, axes in zip(layout.names, layout.block_axes, strict=True):
-        moved = jnp.moveaxis(values[name], axes, tuple(range(len(axes))))
-        parts.append(jnp.reshape(moved, (layout.num_blocks, -1)))
-    return jnp.concatenate(parts, axis=1)
+    by_plate = _by_plate(layout, values)
+    if not layout.order:
+        return by_plate
+    return jnp.reshape(jnp.ravel(by_plate)[jnp.asarray(layout.order)], (layout.num_blocks, layout.block_size))
 
 
 def unpack(layout: Blocks, stacked: jax.Array) -> dict:
     """Inverse of :func:`pack`."""
+    if layout.order:
+        flat = jnp.zeros(stacked.size, stacked.dtype).at[jnp.asarray(layout.order)].set(jnp.ravel(stacked))
+        stacked = jnp.reshape(flat, (1, -1))
     values, start = {}, 0
     for name, shape, axes, size in zip(layout.names, layout.shapes, layout.block_axes, layout.sizes, strict=True):
         moved_shape = [shape[a] for a in axes] + [n for a, n in enumerate(shape) if a not in axes]
-        part = jnp.reshape(stacked[..., start : start + size], stacked.shape[:-2] + tuple(moved_shape))
-        lead = stacked.ndim - 2
-        values[name] = jnp.moveaxis(part, tuple(range(lead, lead + len(axes))), tuple(lead + a for a in axes))
+        part = jnp.reshape(stacked[:, start : start + size], tuple(moved_shape))
+        values[name] = jnp.moveaxis(part, tuple(range(len(axes))), axes)
         start += size
     return values
 
@@ -104,7 +135,7 @@ def _total(densities: dict):
 def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Moments]:
     """log p(X | θ), g integrated out, and the posterior moments of g (module docstring)."""
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params), float)
-    size = sum(layout.sizes)
+    size = layout.block_size
 
     def log_joint(stacked):
         return _total(log_densities(trace_at, sites, layout, params, stacked))
@@ -141,7 +172,7 @@ def expected_log_joint(trace_at, sites, layout: Blocks, params: dict, moments: M
 def random_moments(stream, layout: Blocks, dtype) -> Moments:
     """A random start: posterior means drawn N(0, 1), no spread (as random responsibilities
     start a mixture; the M-step on them is the start)."""
-    size = sum(layout.sizes)
+    size = layout.block_size
     mean = jss.ndtri(stream.uniform((layout.num_blocks, size), dtype))
     return Moments(mean, jnp.zeros((size, layout.num_blocks, size), dtype))
 
@@ -193,3 +224,82 @@ def traced(model, args, kwargs, reading: GaussianReading):
         return enumeration.enumerated_trace(model, sites, {**at_zero, **params}, args, kwargs)
 
     return sites, layout, trace_at
+
+
+def log_evidence(model, args, kwargs, reading: GaussianReading, params: dict) -> tuple[jax.Array, jax.Array]:
+    """``(log p(X | θ), log p(θ))`` of a model whose Gaussian latents are integrated out."""
+    sites, layout, trace_at = traced(model, args, kwargs, reading)
+    return e_step(trace_at, sites, layout, params)[0], enumeration.log_prior(trace_at(params), sites)
+
+
+def posterior_moments(model, args, kwargs, reading: GaussianReading, params: dict) -> tuple[dict, dict]:
+    """The latents' posterior, by site name: means of each value's shape, and covariances over
+    each block's coordinates of the site (the block plates' shape, then the site's coordinates
+    in a block, flattened, twice; with no block plate, the whole value's covariance)."""
+    sites, layout, trace_at = traced(model, args, kwargs, reading)
+    _, moments = e_step(trace_at, sites, layout, params)
+    covariance = jnp.einsum("jbi,jbk->bik", moments.directions, moments.directions)
+    if layout.order:  # the blocks back in the whole value's coordinates
+        where = jnp.reshape(jnp.asarray(layout.order), (layout.num_blocks, layout.block_size))
+        whole = jnp.zeros((len(layout.order),) * 2, covariance.dtype)
+        covariance = whole.at[where[:, :, None], where[:, None, :]].set(covariance)[None]
+    covariances, start = {}, 0
+    for name, shape, axes, size in zip(layout.names, layout.shapes, layout.block_axes, layout.sizes, strict=True):
+        block = covariance[:, start : start + size, start : start + size]
+        covariances[name] = jnp.reshape(block, (*[shape[a] for a in axes], size, size))
+        start += size
+    return unpack(layout, moments.mean), covariances
+
+
+GROUPED_FROM = 16  # the fewest coordinates in one block for which :func:`grouped` looks for smaller ones
+DENSE_LIMIT = 4096  # the most coordinates in one block
+
+
+def _coupling(model, static, dynamic, reading: GaussianReading, draws: dict):
+    """Which coordinates of the latents (one block, flattened) the log joint couples: its
+    Hessian's nonzero pattern, at each of several θ (unconstrained ``draws``, a leading axis)."""
+    args, kwargs = arguments.join(static, dynamic)
+    sites, layout, trace_at = traced(model, args, kwargs, reading)
+
+    def pattern(u):
+        params = constrain(sites, u)
+
+        def log_joint(flat):
+            return _total(log_densities(trace_at, sites, layout, params, jnp.reshape(flat, (1, -1))))
+
+        return jax.hessian(log_joint)(jnp.zeros(layout.block_size, jnp.result_type(float))) != 0
+
+    return jnp.any(jax.vmap(pattern)(draws), axis=0)
+
+
+_coupling_compiled = compilation.jit(_coupling, static_argnums=(0, 1, 3))
+
+
+def grouped(model, static, dynamic, trace, sites, reading: GaussianReading) -> GaussianReading:
+    """``reading`` with its one block of coordinates cut into the blocks that the log joint
+    does not couple (random effects ``b[group]``: one block per group), where they have one
+    size; else as it is. The coupling is the Hessian's pattern at two random θ (uniform in
+    (-2, 2) unconstrained, as the starts draw): a coefficient that vanishes at both draws
+    but not everywhere would hide a coupling, an event of probability zero for coefficients
+    analytic in θ."""
+    if reading.block_plates or reading.order:
+        return reading
+    size = sum(math.prod(jnp.shape(trace[n]["value"])) for n in reading.names)
+    if size <= GROUPED_FROM:
+        return reading
+    if size > DENSE_LIMIT:
+        raise ValueError(
+            f"The Gaussian latents {', '.join(repr(n) for n in reading.names)} form one block of {size} coordinates "
+            f"(more than {DENSE_LIMIT}): em found no plate they and the data share. Put the data plate inside the "
+            "latents' plate where each datum belongs to one of its cells."
+        )
+    rng = np.random.default_rng(0)
+    unconstrained = jax.eval_shape(lambda: {p.name: p.transform.inv(p.default) for p in sites.params})
+    draws = {n: jnp.asarray(rng.uniform(-2, 2, (2, *u.shape)), u.dtype) for n, u in unconstrained.items()}
+    coupled = np.asarray(_coupling_compiled(model, static, dynamic, reading, draws))
+    count, labels = connected_components(coupled, directed=False)
+    sizes = np.bincount(labels)
+    if count == 1 or np.any(sizes != sizes[0]):
+        return reading
+    order = np.argsort(labels, kind="stable")
+    return reading._replace(order=tuple(int(i) for i in order), num_grouped=int(count))

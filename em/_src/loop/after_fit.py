@@ -24,6 +24,9 @@ from em._src.reading.numpyro_internals import outside_chain
 # A fitted variance below this share of the data's (or below the float's epsilon, if
 # larger) is a component collapsed onto points or a line.
 COLLAPSE_RTOL = 1e-10
+# An observed site's variance given the Gaussian latents below this share of its data's, in a
+# model that integrates them: a Heywood case (the maximum on the boundary, the variance 0).
+HEYWOOD_RTOL = 1e-2
 # Two values of a latent coincide where their log-densities agree to this many ulps at every datum.
 COINCIDENCE_ULPS = 1e3
 
@@ -187,6 +190,8 @@ def report(checks: Checks, result, sites, num_restarts: int, rules_active: bool)
                 EMWarning,
                 stacklevel=3,
             )
+    if sites.gaussian:
+        _report_heywood(checks.ratios, sites, threshold)
     for name, pairs in checks.coincident.items():
         pairs = np.argwhere(np.triu(np.asarray(pairs)))
         if len(pairs):
@@ -196,6 +201,22 @@ def report(checks: Checks, result, sites, num_restarts: int, rules_active: bool)
                 "symmetric start: use random starts (leave these sites out of init) or more restarts.",
                 EMWarning,
                 stacklevel=3,
+            )
+
+
+def _report_heywood(ratios: dict, sites, collapsed_below: float):
+    """Warn of an observed site whose variance given the Gaussian latents heads to 0."""
+    for name, ratio in ratios.items():
+        if collapsed_below <= float(ratio) < HEYWOOD_RTOL:
+            warnings.warn(
+                f"Observed site '{name}': its variance given the Gaussian latents "
+                f"({', '.join(repr(n) for n in sites.gaussian)}) is {float(ratio):.2g} times its data's variance at "
+                "its smallest: a Heywood case. The likelihood's maximum lies on the boundary, where that variance "
+                "is 0 (the variable explained by the latents alone), which EM approaches ever more slowly, so the "
+                "fit may have stopped short of it. Fit fewer latent dimensions, or give the variance a prior "
+                "(MAP-EM: a sample site with a prior instead of a param site).",
+                EMWarning,
+                stacklevel=4,
             )
 
 

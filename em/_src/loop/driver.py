@@ -410,8 +410,7 @@ _evaluate_log_likelihood = evaluator(_log_likelihood)
 def _marginal_log_likelihood(model, static, dynamic, reading, params):
     """log p(X | θ) of a model whose Gaussian latents are integrated out."""
     args, kwargs = arguments.join(static, dynamic)
-    sites, blocks, trace_at = elimination.traced(model, args, kwargs, reading)
-    return elimination.e_step(trace_at, sites, blocks, params)[0]
+    return elimination.log_evidence(model, args, kwargs, reading, params)[0]
 
 
 _marginal_log_likelihood_compiled = compilation.jit(_marginal_log_likelihood, static_argnums=(0, 1, 3))

@@ -70,15 +70,23 @@ class Posterior(NamedTuple):
       values: by site name, the support values the last axis of ``probs`` indexes.
       path: for a model with a Markov chain, the most probable joint assignment of its
         latents (max-product), by site name; None otherwise.
+      means, covariances: for a model with Gaussian latents, each one's posterior mean (of
+        the site's shape) and covariance (per block of the plates its posterior factorises
+        along, over the site's coordinates in a block; with no such plate, over the whole
+        value, flattened), by site name; None otherwise.
     """
 
     probs: dict
     values: dict
     path: dict | None = None
+    means: dict | None = None
+    covariances: dict | None = None
 
     def mode(self) -> dict:
         """The most probable value of each latent, datum by datum (imputation); for a
-        Markov chain, the most probable path of states (Viterbi) instead."""
+        Markov chain, the most probable path of states (Viterbi) instead; for a Gaussian
+        latent, its posterior mean."""
         if self.path is not None:
-            return self.path
-        return {name: jnp.take(self.values[name], jnp.argmax(p, axis=-1)) for name, p in self.probs.items()}
+            return {**self.path, **(self.means or {})}
+        discrete = {name: jnp.take(self.values[name], jnp.argmax(p, axis=-1)) for name, p in self.probs.items()}
+        return {**discrete, **(self.means or {})}

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.kernels import weighting
+from em._src.kernels import elimination, weighting
 from em._src.reading import arguments, checks, gaussian_latents, priors
 from em._src.reading.gaussian_latents import GaussianReading
 from em._src.reading.sites import ModelSites, abstract_trace, inspect_model
@@ -61,6 +61,8 @@ def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = (), i
     if concrete:
         checks.check_observed(model, args, kwargs, trace, sites)
     static, dynamic = arguments.split(args, kwargs)
+    if gaussian is not None and concrete:
+        gaussian = elimination.grouped(model, static, dynamic, trace, sites, gaussian)
     return Derived(model, static, dynamic, sites, trace, concrete, gaussian)
 
 

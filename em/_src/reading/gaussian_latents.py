@@ -15,8 +15,10 @@ all abstract, and refuses anything else by site name before anything is compiled
   ``handlers.scale``, and a Gaussian latent in a model fitted in chunks: not integrated yet.
 
 The posterior of g then factorises along the plates that every Gaussian latent and every
-site depending on them share (a factor analyser's data plate: one block per row); with no
-such plate it is one block (random effects indexed by a group label, ``b[group]``).
+site depending on them share (a factor analyser's data plate: one block per row). With no
+such plate (random effects indexed by a group label, ``b[group]``), the blocks are read off
+the coupling of the latents' coordinates on the data
+(:func:`em._src.kernels.elimination.grouped`).
 """
 
 from typing import NamedTuple
@@ -37,6 +39,8 @@ class GaussianReading(NamedTuple):
     names: tuple  # the Gaussian latents, in model order
     block_plates: tuple  # the plates (names, sorted) along which their posterior factorises
     dependent: tuple  # the other sample sites whose distribution depends on them
+    order: tuple = ()  # with no block plate: the coordinates, grouped into blocks where they are coupled so
+    num_grouped: int = 0  # how many blocks ``order`` holds
 
 
 def read(model, args, kwargs, trace, sites: ModelSites) -> GaussianReading | None:

@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.stats import norm
 
 from em._src import compilation
-from em._src.kernels import enumeration, weighting
+from em._src.kernels import elimination, enumeration, weighting
 from em._src.reading import arguments
 from em._src.reading.derive import checked_params, derive
 from em._src.reading.sites import constrain, inspect_model, model_trace, unconstrain
@@ -68,31 +68,36 @@ def normal_interval(estimate, std_error, prob: float = 0.94) -> tuple:
     return estimate - z * std_error, estimate + z * std_error
 
 
-def _objective(model, args, kwargs, params, priors: bool):
-    """log p(X | θ) (+ log p(θ)), the latents summed out: what EM maximises."""
+def _objective(model, args, kwargs, params, priors: bool, gaussian=None):
+    """log p(X | θ) (+ log p(θ)), the latents summed out (and ``gaussian``'s integrated out):
+    what EM maximises."""
+    if gaussian is not None:
+        value, log_prior = elimination.log_evidence(model, args, kwargs, gaussian, params)
+        return value + log_prior if priors else value
     sites, trace, layout, log_probs = enumeration.factors_at(model, params, args, kwargs)
     value = weighting.log_evidence(trace, layout, log_probs)
     return value + enumeration.log_prior(trace, sites) if priors else value
 
 
-def _curvature(model, static, priors: bool, dynamic, unconstrained: dict):
+def _curvature(model, static, priors: bool, gaussian, dynamic, unconstrained: dict):
     """-∇²ℓ over the flat unconstrained parameters u, and ∂θ/∂u at u and at u = 0 (the
     centre of every support), as one compiled program per model and shapes."""
     args, kwargs = arguments.join(static, dynamic)
-    sites = inspect_model(model_trace(model, args, kwargs))
+    integrated = frozenset(gaussian.names) if gaussian is not None else frozenset()
+    sites = inspect_model(model_trace(model, args, kwargs), integrated)
     flat_u, unravel_u = ravel_pytree(unconstrained)
 
     def theta_of(v):
         return ravel_pytree(constrain(sites, unravel_u(v)))[0]
 
     def objective(v):
-        return _objective(model, args, kwargs, constrain(sites, unravel_u(v)), priors)
+        return _objective(model, args, kwargs, constrain(sites, unravel_u(v)), priors, gaussian)
 
     information = -jax.hessian(objective)(flat_u)
     return information, jax.jacobian(theta_of)(flat_u), jax.jacobian(theta_of)(jnp.zeros_like(flat_u))
 
 
-_curvature_compiled = compilation.jit(_curvature, static_argnums=(0, 1, 2))
+_curvature_compiled = compilation.jit(_curvature, static_argnums=(0, 1, 2, 3))
 
 
 def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, **kwargs: Any) -> Laplace:
@@ -113,14 +118,14 @@ def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, *
       positive definite (θ̂ is then no strict maximum; their standard errors are NaN),
       and the sites whose estimate lies on the boundary of their support.
     """
-    derived = derive(model, args, kwargs)
+    derived = derive(model, args, kwargs, integrates=True)
     sites = derived.sites
     params = checked_params(derived, params)
     unconstrained = unconstrain(sites, params)
     flat_u, _ = ravel_pytree(unconstrained)
     flat_theta, unravel_theta = ravel_pytree(params)
     information, jacobian, centre = _curvature_compiled(
-        model, derived.static, bool(priors), derived.dynamic, unconstrained
+        model, derived.static, bool(priors), derived.gaussian, derived.dynamic, unconstrained
     )
     u_owner = _owners(unconstrain(sites, params))
     theta_owner = _owners(params)

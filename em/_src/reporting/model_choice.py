@@ -196,6 +196,9 @@ def select_model(
                 (args, {**kwargs, components_keyword: k}) if components_keyword else ((*args, k), kwargs)
             )
             key = jax.random.fold_in(jax.random.fold_in(rng_key, i), k)  # the same starts whatever K's neighbours
+            model_kwargs = {name: v for name, v in call_kwargs.items() if name not in fit_options}
+            if j == 0:  # what the table cannot report is refused before the fits
+                derive(model, call_args, model_kwargs)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", EMWarning)
                 result = fit(model, *call_args, rng_key=key, num_restarts=num_restarts, **call_kwargs)
@@ -203,7 +206,6 @@ def select_model(
             for w in caught:  # EM's warnings go to the table; any other to the user
                 if w not in own:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            model_kwargs = {name: v for name, v in call_kwargs.items() if name not in fit_options}
             fits[label, k] = result
             rows[label, k] = _row(model, result, call_args, model_kwargs, own)
     table = pd.DataFrame.from_dict(rows, orient="index")

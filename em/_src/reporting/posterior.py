@@ -5,9 +5,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from em._src.kernels import enumeration
+from em._src import compilation
+from em._src.kernels import elimination, enumeration
 from em._src.loop.results import Posterior
-from em._src.reading.derive import evaluator
+from em._src.reading import arguments
+from em._src.reading.derive import checked_params, derive, evaluator
 from em._src.reading.numpyro_internals import PREVIOUS_PREFIX, UNOBSERVED, outside_chain
 from em._src.reading.sites import inspect_model, model_trace
 from em._src.typing import Model, ParamsLike
@@ -78,8 +80,18 @@ def latent_posterior(model, args, kwargs, params) -> Posterior:
 _evaluate = evaluator(latent_posterior)
 
 
+def _gaussian_posterior(model, static, dynamic, gaussian, params) -> Posterior:
+    args, kwargs = arguments.join(static, dynamic)
+    means, covariances = elimination.posterior_moments(model, args, kwargs, gaussian, params)
+    return Posterior({}, {}, None, means, covariances)
+
+
+_gaussian_posterior_compiled = compilation.jit(_gaussian_posterior, static_argnums=(0, 1, 3))
+
+
 def posterior(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Posterior:
-    """The posterior of every discrete latent site given the data and ``params``.
+    """The posterior of every discrete latent site given the data and ``params``, and of
+    every Gaussian latent (:attr:`Posterior.means`, :attr:`Posterior.covariances`).
 
     ``Posterior.probs[name][..., k]`` is p(name = values[name][k] | X, θ), the E-step's
     responsibilities; ``Posterior.mode()`` imputes each latent by its most probable
@@ -94,4 +106,8 @@ def posterior(model: Model, params: ParamsLike, *args: Any, **kwargs: Any) -> Po
       >>> [[round(float(p), 3) for p in row] for row in post.probs["z"]], post.mode()["z"].tolist()
       ([[1.0, 0.0], [0.401, 0.599], [0.001, 0.999]], [0, 1, 1])
     """
-    return _evaluate.call(model, params, *args, **kwargs)
+    derived = derive(model, args, kwargs, integrates=True)
+    params = checked_params(derived, params)
+    if derived.gaussian is None:
+        return _evaluate.compiled(model, args, kwargs, params)
+    return _gaussian_posterior_compiled(model, derived.static, derived.dynamic, derived.gaussian, params)
