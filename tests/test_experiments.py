@@ -11,6 +11,7 @@ import casino
 import em_vs_mcmc
 import faithful
 import heights
+import nile
 import tutorial
 
 
@@ -104,3 +105,13 @@ def test_tutorial_writes_its_text_and_figures(tmp_path):
     assert shown and all((tmp_path / figure).is_file() for figure in shown)
     # the M-step by hand (numpy) equals em's first step
     assert float(text.split("first step to ")[1].split(".\n")[0].rstrip(".")) < 1e-9
+
+
+def test_nile(tmp_path):
+    result = nile.main(nile.parse_args(["--out", str(tmp_path)]))
+    assert [p.name for p in tmp_path.glob("*.png")] == ["nile_level.png"]
+    assert result["complete"]["fit"].converged and result["partial"]["fit"].converged
+    # (the fits against a numpy Kalman filter: tests/em/test_gaussian_latents.py)
+    # hidden years are predicted from their neighbours, so their band is wider
+    partial = result["partial"]
+    assert np.all(partial["sd"][result["hidden"]] > result["complete"]["sd"][result["hidden"]])

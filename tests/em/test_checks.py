@@ -270,14 +270,15 @@ def test_a_hierarchical_location_stays_a_map_parameter():
 
 
 def local_level(y):
-    """The local-level state-space model: level_t ~ Normal(level_{t-1}, sh), y_t ~ Normal(level_t, se)."""
+    """A state-space model with Laplace steps: level_t ~ Laplace(level_{t-1}, sh), y_t ~ Normal(level_t, se)
+    (with Normal steps it is linear-Gaussian, and integrated: tests/em/test_gaussian_latents.py)."""
     from numpyro.contrib.control_flow import scan
 
     sh = numpyro.param("sh", 1.0, constraint=dist.constraints.positive)
     se = numpyro.param("se", 1.0, constraint=dist.constraints.positive)
 
     def step(level, y_t):
-        level = numpyro.sample("level", dist.Normal(level, sh))
+        level = numpyro.sample("level", dist.Laplace(level, sh))
         numpyro.sample("y", dist.Normal(level, se), obs=y_t)
         return level, None
 

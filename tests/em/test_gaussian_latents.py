@@ -2,6 +2,8 @@
 each against a result computed without em; and the models em cannot integrate, refused by
 site name before anything is compiled."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 import em
-from models import factor, random_effects
+from models import factor, random_effects, state_space
 
 KEY = jax.random.PRNGKey(0)
 
@@ -115,7 +117,9 @@ def test_a_random_intercept_and_slope_gives_lme4s_fit_of_the_pigs():
     Σ = [[19.190922, 0.293568], [0.293568, 0.409695]], log-likelihood −2215.753."""
     y, week, pig = random_effects.load_dietox()
     data = (jnp.asarray(y), jnp.asarray(week), jnp.asarray(pig), 72)
-    fit = em.fit(random_effects.random_slope, *data, rng_key=KEY, num_restarts=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", em.EMWarning)  # a residual variance 0.0097 of the data's: no Heywood case
+        fit = em.fit(random_effects.random_slope, *data, rng_key=KEY, num_restarts=1)
     assert fit.converged
     np.testing.assert_allclose(fit.params["beta"], [15.73863, 6.93902], rtol=1e-6)
     np.testing.assert_allclose(fit.params["sigma"] ** 2, 6.037441, rtol=1e-6)
@@ -220,3 +224,59 @@ def test_functions_that_do_not_integrate_yet_refuse_the_model_by_name():
         em.run_nuts(random_effects.random_intercept, Y, GROUP, 3, rng_key=KEY)
     with pytest.raises(ValueError, match=r"Gaussian latents \('b'\).*does not handle them yet"):
         em.select_model(random_effects.random_intercept, Y, GROUP, num_components=[3], rng_key=KEY)
+
+
+def _kalman(y, observed, level_var, noise_var, start):
+    """An independent numpy Kalman filter and RTS smoother of the local level (μ_0 ~ N(start,
+    level_var)): the log-likelihood, the smoothed means and variances."""
+    means, variances, predicted_means, predicted_variances = [], [], [], []
+    mean, variance, log_likelihood = start, level_var, 0.0
+    for t in range(len(y)):
+        predicted_means.append(mean)
+        predicted_variances.append(variance)
+        if observed[t]:
+            total = variance + noise_var
+            log_likelihood -= 0.5 * (np.log(2 * np.pi * total) + (y[t] - mean) ** 2 / total)
+            gain = variance / total
+            mean, variance = mean + gain * (y[t] - mean), variance * (1 - gain)
+        means.append(mean)
+        variances.append(variance)
+        variance = variance + level_var
+    smoothed, smoothed_variance = [means[-1]], [variances[-1]]
+    for t in range(len(y) - 2, -1, -1):
+        gain = variances[t] / predicted_variances[t + 1]
+        smoothed.insert(0, means[t] + gain * (smoothed[0] - predicted_means[t + 1]))
+        smoothed_variance.insert(0, variances[t] + gain**2 * (smoothed_variance[0] - predicted_variances[t + 1]))
+    return log_likelihood, np.array(smoothed), np.array(smoothed_variance)
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.1], ids=["complete", "10% missing"])
+def test_the_local_level_on_the_nile_is_the_kalman_filters_maximum(missing):
+    """The local-level model written with scan, its levels integrated: the maximum that scipy
+    finds for a numpy Kalman filter's log-likelihood, and the RTS smoother's levels there; with
+    a tenth of the years missing (masked), the filter skipping them."""
+    from scipy.optimize import minimize
+
+    _, y = state_space.load_nile()
+    observed = np.random.default_rng(0).uniform(size=y.size) >= missing
+    data = (jnp.asarray(np.where(observed, y, np.nan)), jnp.asarray(observed))
+    fit = em.fit(state_space.local_level, *data, rng_key=KEY)
+    assert fit.converged
+
+    def minus_log_likelihood(u):
+        return -_kalman(y, observed, np.exp(2 * u[0]), np.exp(2 * u[1]), u[2])[0]
+
+    best = minimize(
+        minus_log_likelihood,
+        [3.5, 4.8, 1100.0],
+        method="Nelder-Mead",
+        options=dict(xatol=1e-10, fatol=1e-12, maxfev=40_000),
+    )
+    np.testing.assert_allclose(fit.log_likelihood, -best.fun, rtol=1e-10)
+    found = [fit.params["level_sd"], fit.params["noise_sd"], fit.params["start"]]
+    np.testing.assert_allclose(found, [np.exp(best.x[0]), np.exp(best.x[1]), best.x[2]], rtol=1e-5)
+    log_likelihood, smoothed, variance = _kalman(y, observed, *(float(f) ** 2 for f in found[:2]), float(found[2]))
+    post = em.posterior(state_space.local_level, fit.params, *data)
+    np.testing.assert_allclose(fit.log_likelihood, log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(post.means["level"], smoothed, rtol=1e-10)
+    np.testing.assert_allclose(np.diagonal(post.covariances["level"]), variance, rtol=1e-8)

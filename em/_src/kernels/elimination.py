@@ -29,13 +29,14 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import jax.scipy.special as jss
 import numpy as np
+from numpyro import handlers
 from scipy.sparse.csgraph import connected_components
 
 from em._src import compilation
 from em._src.kernels import enumeration, estep
 from em._src.reading import arguments
 from em._src.reading.gaussian_latents import GaussianReading
-from em._src.reading.sites import constrain, inspect_model, model_trace
+from em._src.reading.sites import as_seen, constrain, inspect_model, model_trace
 
 
 class Blocks(NamedTuple):
@@ -122,10 +123,7 @@ def unpack(layout: Blocks, stacked: jax.Array) -> dict:
 def log_densities(trace_at, sites, layout: Blocks, params: dict, stacked: jax.Array) -> dict:
     """Each data site's and each latent's log-density tensor, cell by cell, at θ and g."""
     trace = trace_at({**params, **unpack(layout, stacked)})
-    factors = enumeration.layout(trace, sites)
-    found = enumeration.log_probs(trace, factors)
-    found.update({n: enumeration.site_log_prob(trace[n], False) for n in layout.names})
-    return found
+    return {n: enumeration.site_log_prob(trace[n], False) for n in (*sites.observed, *layout.names)}
 
 
 def _total(densities: dict):
@@ -213,15 +211,17 @@ def q_function(trace_at, sites, layout: Blocks, use_priors: bool):
 
 def traced(model, args, kwargs, reading: GaussianReading):
     """``(sites, layout, trace_at)`` of a model with Gaussian latents: its sites, the stacking
-    of its latents, and ``params -> enumerated trace`` with the latents at zero wherever θ
-    alone is given (an after-fit check, the start)."""
+    of its latents, and ``params -> trace`` with the latents at zero wherever θ alone is given
+    (an after-fit check, the start). A plain trace, not an enumerated one (there are no
+    discrete latents): a ``scan``'s states are then one site over every step."""
     plain = model_trace(model, args, kwargs)
     sites = inspect_model(plain, frozenset(reading.names))
     layout = blocks(plain, reading)
     at_zero = zeros(layout, jnp.result_type(float))
 
     def trace_at(params):
-        return enumeration.enumerated_trace(model, sites, {**at_zero, **params}, args, kwargs)
+        substituted = handlers.substitute(as_seen(model), data={**at_zero, **params})
+        return handlers.trace(substituted).get_trace(*args, **kwargs)
 
     return sites, layout, trace_at
 
@@ -289,9 +289,10 @@ def grouped(model, static, dynamic, trace, sites, reading: GaussianReading) -> G
         return reading
     if size > DENSE_LIMIT:
         raise ValueError(
-            f"The Gaussian latents {', '.join(repr(n) for n in reading.names)} form one block of {size} coordinates "
-            f"(more than {DENSE_LIMIT}): em found no plate they and the data share. Put the data plate inside the "
-            "latents' plate where each datum belongs to one of its cells."
+            f"The Gaussian latents {', '.join(repr(n) for n in reading.names)} have {size} coordinates (more than "
+            f"{DENSE_LIMIT}) and share no plate with the data, so em would eliminate them as one dense block: too "
+            "large. Where each datum belongs to one cell of the latents' plate, put the data plate inside it; a "
+            "long chain of states (a scan) needs a Kalman filter, which em does not have yet."
         )
     rng = np.random.default_rng(0)
     unconstrained = jax.eval_shape(lambda: {p.name: p.transform.inv(p.default) for p in sites.params})

@@ -152,8 +152,11 @@ def _fit(config: _Config, dynamic, init: dict, rng_key, max_iter, tol, param_tol
 
 def _checks(em, result: EMResult, finite, failures, stopped_at, collapsed, ratios) -> after_fit.Checks:
     """The checks of the restarts and of the best fit: coinciding components, read from the
-    data's factors at θ̂ (over the data's chunks where the E-step has them, in the memory of one)."""
-    if em.chunks is None:
+    data's factors at θ̂ (over the data's chunks where the E-step has them, in the memory of one;
+    none without discrete latents)."""
+    if not em.sites.latents:
+        agreement = {}
+    elif em.chunks is None:
         agreement = after_fit.coincidence(*enumeration.data_factors(em.trace_at(result.params), em.sites))
     else:
         trace_at, data_chunks = em.chunks

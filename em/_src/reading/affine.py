@@ -14,8 +14,9 @@ degree in the inputs named as sources (the others, and constants, have degree 0)
 - any other operation with an operand of degree > 0 (``exp``, ``sqrt``, a gather at
   positions that depend on g ...) is no polynomial: :data:`NONLINEAR`.
 
-Calls (``jit``, ``custom_jvp``) are read through; a ``scan`` whose body an operand of
-degree > 0 reaches is left :data:`NONLINEAR` (its carry is not followed).
+Calls (``jit``, ``custom_jvp``) are read through, and a ``scan``'s body with its carry's
+degrees joined (their largest) until they settle: a state carried affinely (a random
+walk's level) stays affine; one that settles nowhere is :data:`NONLINEAR`.
 """
 
 import jax
@@ -81,6 +82,8 @@ def _rule(eqn, ins: list) -> list:
         inner = getattr(inner, "jaxpr", inner)
         found = _propagate(inner, {v: d for v, d in zip(inner.invars, ins, strict=False) if d})
         return [0 if isinstance(v, jcore.Literal) else found.get(v, 0) for v in inner.outvars]
+    if name == "scan":
+        return _scan(eqn, ins)
     if name in _KEEP or name in _MAX:
         return same
     if name in _PRODUCT:
@@ -94,3 +97,19 @@ def _rule(eqn, ins: list) -> list:
     if name in _POSITIONED:
         return [ins[0]] if not any(ins[_POSITIONED[name] :]) else nonlinear
     return nonlinear
+
+
+def _scan(eqn, ins: list) -> list:
+    """A scan's outputs: its body's, the carry's degrees joined until they settle."""
+    body = eqn.params["jaxpr"].jaxpr
+    consts, num_carry = eqn.params["num_consts"], eqn.params["num_carry"]
+    carry = list(ins[consts : consts + num_carry])
+    for _ in range(num_carry + 2):
+        given = [*ins[:consts], *carry, *ins[consts + num_carry :]]
+        found = _propagate(body, {v: d for v, d in zip(body.invars, given, strict=True) if d})
+        out = [0 if isinstance(v, jcore.Literal) else found.get(v, 0) for v in body.outvars]
+        joined = [max(a, b) for a, b in zip(carry, out[:num_carry], strict=True)]
+        if joined == carry:
+            return out
+        carry = joined
+    return [NONLINEAR] * len(eqn.outvars)

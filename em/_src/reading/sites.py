@@ -156,16 +156,16 @@ def inspect_model(tr, integrated: frozenset = frozenset()) -> ModelSites:
                     )
                 latents.append(name)
                 continue
-            if is_scan_step(site):
+            if is_scan_step(site) and not has_gaussian_prior(site):
                 raise ValueError(
-                    f"Continuous latent site '{name}' is inside a scan: a continuous state of a Markov chain. "
-                    "EM can neither enumerate it nor fit it as a parameter (one per step, whose joint mode with "
-                    "the chain's scales is not the likelihood's maximum), and em does not yet integrate "
-                    "continuous states out (a Kalman filter would, for linear-Gaussian ones). Write the chain's "
-                    "likelihood in the model, or sample the model as it is with NumPyro's NUTS."
+                    f"Continuous latent site '{name}' is inside a scan: a continuous state of a Markov chain, with "
+                    f"a {type(layers(fn)[0]).__name__} step. EM can neither enumerate it nor fit it as a parameter "
+                    "(one per step, whose joint mode with the chain's scales is not the likelihood's maximum); em "
+                    "integrates continuous states out only when the chain is linear-Gaussian (Normal steps). Write "
+                    "the chain's likelihood in the model, or sample the model as it is with NumPyro's NUTS."
                 )
             shared = _plates(site) & data_plates
-            if name in integrated or (shared and has_gaussian_prior(site)):
+            if name in integrated or ((shared or is_scan_step(site)) and has_gaussian_prior(site)):
                 gaussian.append(name)
                 continue
             if shared:
