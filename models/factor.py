@@ -11,6 +11,7 @@ Z: each row's k factor scores z_n ~ Normal(0, I), integrated out by em.fit (Gaus
 """
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -41,3 +42,12 @@ def ppca(x, k: int):
     with numpyro.plate("data", n):
         z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
         numpyro.sample("x", dist.Normal(mu + z @ loadings.T, sigma).to_event(1), obs=x)
+
+
+def simulate(rows: int, num_variables: int = 10, num_factors: int = 3, seed: int = 0):
+    """Data from a factor model: standard normal loadings and scores, uniquenesses' standard
+    deviations uniform in (0.5, 1)."""
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(num_variables, num_factors))
+    noise = rng.normal(size=(rows, num_variables)) * rng.uniform(0.5, 1, num_variables)
+    return rng.normal(size=(rows, num_factors)) @ loadings.T + noise
