@@ -280,3 +280,54 @@ def test_the_local_level_on_the_nile_is_the_kalman_filters_maximum(missing):
     np.testing.assert_allclose(fit.log_likelihood, log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(post.means["level"], smoothed, rtol=1e-10)
     np.testing.assert_allclose(np.diagonal(post.covariances["level"]), variance, rtol=1e-8)
+
+
+def test_q_from_the_rows_second_moments_equals_q_from_the_data():
+    """Where every row's sites are the same function of its latents (a factor model), Q is
+    read from (N, ū, M) per site; at random θ it equals Q from the whole data by second
+    differences, on data far from 0 (centred moments: no cancellation). With a covariate per
+    row (``x_n ~ Normal(c_n β + W z_n, ψ)``) the rows differ, and Q is read from the data."""
+    from em._src.kernels import elimination, gaussian_statistics
+    from em._src.reading.derive import derive
+
+    x = jnp.asarray(_factor_data(n=50) + 1000.0)
+    derived = derive(factor.factor_analysis, (x, 2), {}, fitting=True, integrates=True)
+    sites, layout, trace_at = elimination.traced(factor.factor_analysis, (x, 2), {}, derived.gaussian)
+    rows = gaussian_statistics.plan(
+        factor.factor_analysis, (x, 2), {}, sites, layout, derived.gaussian, elimination.blocks
+    )
+    assert rows is not None
+    rng = np.random.default_rng(3)
+
+    def draw():
+        return {"W": jnp.asarray(rng.normal(size=(6, 2))), "mu": jnp.asarray(1000 + rng.normal(size=6)),
+                "psi": jnp.asarray(rng.uniform(0.5, 2, 6))}  # fmt: skip
+
+    @jax.jit
+    def both(at, params):
+        _, moments = elimination.e_step(trace_at, sites, layout, at)
+        _, row_moments = elimination.summary(rows, trace_at(at), moments)
+        from_rows = gaussian_statistics.expected_log_joint(rows, params, row_moments, elimination.unpack)
+        return from_rows, elimination.expected_log_joint(trace_at, sites, layout, params, moments)
+
+    at = draw()
+    for _ in range(3):
+        from_rows, from_data = both(at, draw())
+        np.testing.assert_allclose(from_rows, from_data, rtol=1e-11)
+
+    def with_covariate(x, c, k):
+        n, p = x.shape
+        beta = numpyro.param("beta", jnp.zeros(p))
+        loadings = numpyro.param("W", jnp.full((p, k), 0.1))
+        psi = numpyro.param("psi", jnp.ones(p), constraint=dist.constraints.positive)
+        with numpyro.plate("data", n):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+            numpyro.sample("x", dist.Normal(c[:, None] * beta + z @ loadings.T, jnp.sqrt(psi)).to_event(1), obs=x)
+
+    c = jnp.asarray(rng.normal(size=50))
+    derived = derive(with_covariate, (x, c, 2), {}, fitting=True, integrates=True)
+    sites, layout, _ = elimination.traced(with_covariate, (x, c, 2), {}, derived.gaussian)
+    assert (
+        gaussian_statistics.plan(with_covariate, (x, c, 2), {}, sites, layout, derived.gaussian, elimination.blocks)
+        is None
+    )

@@ -85,7 +85,7 @@ class _PresentRows(Messenger):
             msg["fn"] = msg["fn"].mask(jnp.reshape(self.present, (-1,) + (1,) * (-frame.dim - 1)))
 
 
-def _rows_of(leaves, size: int) -> list:
+def rows_of(leaves, size: int) -> list:
     """Which leaves are rows of the data plate: arrays whose first axis has its size."""
     return [isinstance(x, (jax.Array, np.ndarray)) and jnp.ndim(x) > 0 and jnp.shape(x)[0] == size for x in leaves]
 
@@ -96,7 +96,7 @@ def chunked(model, sites: ModelSites, args, kwargs, plate: DataPlate, chunk_size
     data in place, s = min(i B, N − B), its rows before i B (the previous chunk's) masked:
     no copy of the data."""
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-    rows = _rows_of(leaves, plate.size)
+    rows = rows_of(leaves, plate.size)
     size = min(chunk_size, plate.size)
 
     def trace_at(params, index):

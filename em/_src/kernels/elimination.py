@@ -33,7 +33,7 @@ from numpyro import handlers
 from scipy.sparse.csgraph import connected_components
 
 from em._src import compilation
-from em._src.kernels import enumeration, estep
+from em._src.kernels import enumeration, estep, gaussian_statistics
 from em._src.reading import arguments
 from em._src.reading.gaussian_latents import GaussianReading
 from em._src.reading.sites import as_seen, constrain, inspect_model, model_trace
@@ -186,24 +186,37 @@ def zeros(layout: Blocks, dtype) -> dict:
     return {name: jnp.zeros(shape, dtype) for name, shape in zip(layout.names, layout.shapes, strict=True)}
 
 
-def e_step_of(trace_at, sites, layout: Blocks):
+def e_step_of(trace_at, sites, layout: Blocks, row_plan=None):
     """θ ↦ :class:`em._src.kernels.estep.EStep`: the marginal log-likelihood, the log prior of
-    θ and the latents' moments as the summary."""
+    θ and the summary: the latents' moments, and the sites' row moments where ``row_plan``
+    (:mod:`em._src.kernels.gaussian_statistics`) gives Q from them."""
 
     def e(params: dict) -> estep.EStep:
         log_evidence, moments = e_step(trace_at, sites, layout, params)
-        return estep.EStep(
-            log_evidence, enumeration.log_prior(trace_at(params), sites), {summary_name(layout): moments}
-        )
+        trace = trace_at(params)
+        log_prior = enumeration.log_prior(trace, sites)
+        return estep.EStep(log_evidence, log_prior, {summary_name(layout): summary(row_plan, trace, moments)})
 
     return e
 
 
-def q_function(trace_at, sites, layout: Blocks, use_priors: bool):
-    """θ ↦ Q(θ | θ_t) from the moments of the E-step at θ_t (+ log p(θ) for MAP-EM)."""
+def summary(row_plan, trace, moments: Moments) -> tuple:
+    """The E-step's summary of the latents: their moments, and the row moments (or None)."""
+    if row_plan is None:
+        return moments, None
+    return moments, gaussian_statistics.row_moments(row_plan, trace, moments.mean, moments.directions)
+
+
+def q_function(trace_at, sites, layout: Blocks, use_priors: bool, row_plan=None):
+    """θ ↦ Q(θ | θ_t) from the summary of the E-step at θ_t (+ log p(θ) for MAP-EM): from the
+    row moments where there are some, else from the moments by second differences."""
 
     def q(params: dict, summaries: dict):
-        value = expected_log_joint(trace_at, sites, layout, params, summaries[summary_name(layout)])
+        moments, rows = summaries[summary_name(layout)]
+        if rows is None:
+            value = expected_log_joint(trace_at, sites, layout, params, moments)
+        else:
+            value = gaussian_statistics.expected_log_joint(row_plan, params, rows, unpack)
         return value + enumeration.log_prior(trace_at(params), sites) if use_priors else value
 
     return q

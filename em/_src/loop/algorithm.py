@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from em._src import compilation
-from em._src.kernels import chunks, closed_form, elimination, estep, initialisation
+from em._src.kernels import chunks, closed_form, elimination, estep, gaussian_statistics, initialisation
 from em._src.loop import acceleration
 from em._src.loop.mstep import MStep, MStepInfo, check_m_step
 from em._src.loop.state import EMInfo, EMState, finite_flags, no_step_info
@@ -77,11 +77,12 @@ def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
         # jit: the start's eval_shape and the step trace the E-step once between them.
         e_step = jax.jit(partial(estep.e_step, trace_at, sites, use_statistics=setup.use_statistics, shifts=shifts))
         q = estep.q_function(trace_at, sites, setup.use_statistics, setup.use_priors)
-        blocks = None
+        blocks = rows = None
     else:
         sites, blocks, trace_at = elimination.traced(setup.model, args, kwargs, setup.gaussian)
-        e_step = jax.jit(elimination.e_step_of(trace_at, sites, blocks))
-        q = elimination.q_function(trace_at, sites, blocks, setup.use_priors)
+        rows = gaussian_statistics.plan(setup.model, args, kwargs, sites, blocks, setup.gaussian, elimination.blocks)
+        e_step = jax.jit(elimination.e_step_of(trace_at, sites, blocks, rows))
+        q = elimination.q_function(trace_at, sites, blocks, setup.use_priors, rows)
     defaults = {p.name: p.default for p in sites.params}
     data_chunks = None
     if setup.chunk_size is not None:
@@ -110,7 +111,7 @@ def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
                     summaries = initialisation.random_summaries(stream, trace, sites, setup.use_statistics)
                 else:
                     moments = elimination.random_moments(stream, blocks, template.log_likelihood.dtype)
-                    summaries = {elimination.summary_name(blocks): moments}
+                    summaries = {elimination.summary_name(blocks): elimination.summary(rows, trace, moments)}
                 return summaries, initialisation.uniform_draw(stream, start, sites)
 
             summaries, drawn = initialisation.with_random_stream(rng_key, random_start)

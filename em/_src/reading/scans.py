@@ -59,7 +59,7 @@ def _stacked_distributions(model, sites, params, args, kwargs, perturb=None) -> 
     return {n: unwrap(s["fn"])[0] for n, s in tr.items() if _is_stacked(s)}
 
 
-def _depends_on(mapped, function) -> bool:
+def depends_on(mapped, function) -> bool:
     """Whether ``function(mapped)``, vmapped over ``mapped``, has a mapped output."""
     try:
         jax.eval_shape(jax.vmap(function, out_axes=None), mapped)
@@ -83,7 +83,7 @@ def homogeneous_chain(model, sites, params, args, kwargs) -> bool:
 
         return _stacked_distributions(model, sites, params, args, kwargs, perturb)
 
-    return not _depends_on(jnp.array([[0, 1, 2], [2, 0, 1]]), perturbed)
+    return not depends_on(jnp.array([[0, 1, 2], [2, 0, 1]]), perturbed)
 
 
 def stacked_data(trace) -> dict:
