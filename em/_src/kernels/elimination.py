@@ -192,19 +192,23 @@ def e_step_of(trace_at, sites, layout: Blocks, row_plan=None):
     (:mod:`em._src.kernels.gaussian_statistics`) gives Q from them."""
 
     def e(params: dict) -> estep.EStep:
-        log_evidence, moments = e_step(trace_at, sites, layout, params)
         trace = trace_at(params)
         log_prior = enumeration.log_prior(trace, sites)
-        return estep.EStep(log_evidence, log_prior, {summary_name(layout): summary(row_plan, trace, moments)})
+        if row_plan is None:
+            log_evidence, moments = e_step(trace_at, sites, layout, params)
+            return estep.EStep(log_evidence, log_prior, {summary_name(layout): summary(row_plan, trace, moments)})
+        log_evidence, rows = gaussian_statistics.e_step(row_plan, params, unpack)
+        return estep.EStep(log_evidence, log_prior, {summary_name(layout): (None, rows)})
 
     return e
 
 
 def summary(row_plan, trace, moments: Moments) -> tuple:
-    """The E-step's summary of the latents: their moments, and the row moments (or None)."""
+    """The E-step's summary of the latents: their moments, or where a row plan reads Q from
+    the sites' row moments, those (the moments then None)."""
     if row_plan is None:
         return moments, None
-    return moments, gaussian_statistics.row_moments(row_plan, trace, moments.mean, moments.directions)
+    return None, gaussian_statistics.row_moments(row_plan, trace, moments.mean, moments.directions)
 
 
 def q_function(trace_at, sites, layout: Blocks, use_priors: bool, row_plan=None):

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 from numpyro import handlers
 
 from em._src.kernels.chunks import rows_of
@@ -44,6 +45,7 @@ class RowPlan(NamedTuple):
     # per row (e; 0 for a latent) and its value's axis along the plate
     trace_row: object  # (params with one row's latents) -> the trace of the model on the first row
     row_layout: object  # elimination.Blocks of the model on one row
+    data: RowMoments  # of the observed sites' values, all of them side by side: (N, x̄, Σ (x − x̄)(x − x̄)ᵀ)
 
 
 def _row_arguments(args, kwargs, size: int, rows):
@@ -93,7 +95,73 @@ def plan(model, args, kwargs, sites, layout, reading, blocks_of) -> RowPlan | No
 
     observed = tuple((n, math.prod(jnp.shape(one_row[n]["value"])), axis(n)) for n in sites.observed)
     latents = tuple((n, 0, axis(n)) for n in layout.names)
-    return RowPlan((*observed, *latents), lambda p: trace_on(jnp.arange(1), p), row_layout)
+    summarised = (*observed, *latents)
+    whole = trace_on(jnp.arange(layout.num_plate_blocks), theta)
+    values = _observed_rows(summarised, whole, jnp.result_type(float))
+    centre = jnp.mean(values, axis=0)
+    data = RowMoments(jnp.asarray(values.shape[0], values.dtype), centre, (values - centre).T @ (values - centre))
+    return RowPlan(summarised, lambda p: trace_on(jnp.arange(1), p), row_layout, data)
+
+
+def _observed_rows(summarised: tuple, trace, dtype) -> jax.Array:
+    """The observed sites' values, one row per cell of the plate: (N, E)."""
+    parts = []
+    for name, size, axis in summarised:
+        if size:
+            rows = jnp.moveaxis(jnp.asarray(trace[name]["value"]), axis, 0)
+            parts.append(jnp.reshape(rows, (rows.shape[0], size)).astype(dtype))
+    return jnp.concatenate(parts, axis=1)
+
+
+def _row_log_joint(row_plan: RowPlan, params: dict, u: jax.Array, unpack) -> jax.Array:
+    """Σ_sites ℓ_θ(u) on one row: u the observed sites' values, then the latents (stacked)."""
+    size = sum(n for _, n, _ in row_plan.sites)
+    trace = row_plan.trace_row({**params, **unpack(row_plan.row_layout, u[None, size:])})
+    total, start = jnp.zeros(()), 0
+    for name, n, _ in row_plan.sites:
+        site = trace[name]
+        value = jnp.reshape(u[start : start + n], jnp.shape(site["value"])) if n else site["value"]
+        total = total + jnp.sum(site["fn"].log_prob(value))
+        start += n
+    return total
+
+
+def e_step(row_plan: RowPlan, params: dict, unpack) -> tuple[jax.Array, dict]:
+    """``(log p(X | θ), row moments per site)`` from the model on one row and the data's
+    moments, no pass over the data: with L(x, g) the row's log joint, quadratic, expanded at
+    (x̄, 0), every row's posterior is g_n ~ N(m_n, P⁻¹), linear in x_n,
+
+        P = −∇²_g L,   m_n = P⁻¹ ∇_g L(x̄, 0) + A (x_n − x̄),   A = P⁻¹ ∇_g∇_x L,
+
+    so u_n = (x_n, m_n) has mean ū = (x̄, m̄) and scatter S = [[Sxx, Sxx Aᵀ], [A Sxx, A Sxx Aᵀ]],
+    and log p(X | θ) = N L(ū) + ½ tr(∇²L S) + N (½ D log 2π − ½ log det P)."""
+    data = row_plan.data
+    size, dtype = data.mean.shape[0], data.mean.dtype
+    num_latent = row_plan.row_layout.block_size
+
+    def joint(u):
+        return _row_log_joint(row_plan, params, u, unpack)
+
+    centre = jnp.concatenate([data.mean, jnp.zeros(num_latent, dtype)])
+    gradient, hessian = jax.grad(joint)(centre), jax.hessian(joint)(centre)
+    precision = -(hessian[size:, size:] + hessian[size:, size:].T) / 2
+    factor = jnp.linalg.cholesky(precision)
+    mean = jsl.cho_solve((factor, True), gradient[size:])
+    slope = jsl.cho_solve((factor, True), hessian[size:, :size])  # A: (D, E)
+    u_bar = jnp.concatenate([data.mean, mean])
+    cross = slope @ data.scatter
+    scatter = jnp.block([[data.scatter, cross.T], [cross, cross @ slope.T]])
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
+    log_evidence = data.count * joint(u_bar) + 0.5 * jnp.sum(hessian * scatter)
+    log_evidence = log_evidence + data.count * 0.5 * (num_latent * math.log(2 * math.pi) - log_det)
+    covariance = data.count * jsl.cho_solve((factor, True), jnp.eye(num_latent, dtype=dtype))  # Σ_n Cov(g_n)
+    found, start = {}, 0
+    for name, n, _ in row_plan.sites:
+        keep = jnp.concatenate([jnp.arange(start, start + n), size + jnp.arange(num_latent)])
+        site_scatter = scatter[keep][:, keep].at[n:, n:].add(covariance)
+        found[name] = RowMoments(data.count, u_bar[keep], site_scatter)
+        start += n
+    return log_evidence, found
 
 
 def row_moments(row_plan: RowPlan, trace, mean: jax.Array, directions: jax.Array) -> dict:
@@ -104,8 +172,7 @@ def row_moments(row_plan: RowPlan, trace, mean: jax.Array, directions: jax.Array
     for name, size, axis in row_plan.sites:
         parts = [mean]
         if size:
-            rows = jnp.moveaxis(jnp.asarray(trace[name]["value"]), axis, 0)
-            parts.insert(0, jnp.reshape(rows, (mean.shape[0], size)).astype(mean.dtype))
+            parts.insert(0, _observed_rows(((name, size, axis),), trace, mean.dtype))
         u = jnp.concatenate(parts, axis=1)
         centre = jnp.mean(u, axis=0)
         scatter = (u - centre).T @ (u - centre)
