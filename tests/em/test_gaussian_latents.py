@@ -331,3 +331,47 @@ def test_q_from_the_rows_second_moments_equals_q_from_the_data():
         gaussian_statistics.plan(with_covariate, (x, c, 2), {}, sites, layout, derived.gaussian, elimination.blocks)
         is None
     )
+
+
+def test_a_latent_that_reaches_the_next_row_is_eliminated_jointly():
+    """A moving average written in the data plate, y_t = mu + z_t + theta z_{t-1} + e_t: each
+    row reads its neighbour's latent, so the rows' posteriors are not independent blocks (found
+    from the Hessian at random θ); exact: y ~ Normal(mu, A Aᵀ + s² I), A = I + theta L."""
+
+    def moving_average(y):
+        mu = numpyro.param("mu", 0.0)
+        theta = numpyro.param("theta", 0.1)
+        s = numpyro.param("s", 1.0, constraint=dist.constraints.positive)
+        with numpyro.plate("t", len(y)):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+            previous = jnp.concatenate([jnp.zeros(1), z[:-1]])
+            numpyro.sample("y", dist.Normal(mu + z + theta * previous, s), obs=y)
+
+    y = np.random.default_rng(12).normal(size=40)
+    a = np.eye(40) + 0.6 * np.eye(40, k=-1)
+    covariance = a @ a.T + 0.25 * np.eye(40)
+    params = {"mu": 0.0, "theta": 0.6, "s": 0.5}
+    exact = multivariate_normal(np.zeros(40), covariance).logpdf(y)
+    np.testing.assert_allclose(em.log_likelihood(moving_average, params, jnp.asarray(y)), exact, rtol=1e-12)
+    post = em.posterior(moving_average, params, jnp.asarray(y))
+    np.testing.assert_allclose(np.ravel(post.means["z"]), a.T @ np.linalg.solve(covariance, y), atol=1e-12)
+
+
+def test_a_non_centred_random_intercept_is_integrated():
+    """b = tau eta with eta ~ Normal(0, 1), as Stan users write it: fitted as a parameter, eta
+    would run to 0 and tau to infinity (no joint mode); integrated, it is lme4's Dyestuff fit."""
+
+    def non_centred(y, group, num_groups):
+        mu = numpyro.param("mu", jnp.mean(y))
+        tau = numpyro.param("tau", jnp.std(y), constraint=dist.constraints.positive)
+        sigma = numpyro.param("sigma", jnp.std(y), constraint=dist.constraints.positive)
+        with numpyro.plate("groups", num_groups):
+            eta = numpyro.sample("eta", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", jnp.shape(y)[0]):
+            numpyro.sample("y", dist.Normal(mu + tau * eta[group], sigma), obs=y)
+
+    y, batch = random_effects.dyestuff()
+    fit = em.fit(non_centred, jnp.asarray(y), jnp.asarray(batch), 6, rng_key=KEY)
+    assert fit.converged
+    np.testing.assert_allclose([fit.params["tau"] ** 2, fit.params["sigma"] ** 2], [1388.3333, 2451.25], rtol=1e-5)
+    np.testing.assert_allclose(fit.log_likelihood, -163.6635, atol=5e-5)

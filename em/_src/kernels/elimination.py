@@ -167,12 +167,16 @@ def expected_log_joint(trace_at, sites, layout: Blocks, params: dict, moments: M
     return total
 
 
-def random_moments(stream, layout: Blocks, dtype) -> Moments:
-    """A random start: posterior means drawn N(0, 1), no spread (as random responsibilities
-    start a mixture; the M-step on them is the start)."""
+def random_moments(stream, trace_at, sites, layout: Blocks, params: dict) -> Moments:
+    """A random start: one draw of the latents from their posterior at the start's θ, as
+    their means, with no spread (as random responsibilities start a mixture; the M-step on
+    them is the start). Drawn, not N(0, 1): a non-centred effect ``tau * eta`` fitted from
+    means of random sign would start on the wrong side of ``tau = 0``, where EM stays."""
+    _, moments = e_step(trace_at, sites, layout, params)
     size = layout.block_size
-    mean = jss.ndtri(stream.uniform((layout.num_blocks, size), dtype))
-    return Moments(mean, jnp.zeros((size, layout.num_blocks, size), dtype))
+    noise = jss.ndtri(stream.uniform((size, layout.num_blocks), moments.mean.dtype))
+    drawn = moments.mean + jnp.einsum("jb,jbd->bd", noise, moments.directions)
+    return Moments(drawn, jnp.zeros_like(moments.directions))
 
 
 def summary_name(layout: Blocks) -> str:
@@ -272,6 +276,13 @@ GROUPED_FROM = 16  # the fewest coordinates in one block for which :func:`groupe
 DENSE_LIMIT = 4096  # the most coordinates in one block
 
 
+def _random_theta(sites, count: int = 2) -> dict:
+    """``count`` draws of θ, uniform in (-2, 2) unconstrained (as the starts draw), stacked."""
+    rng = np.random.default_rng(0)
+    unconstrained = jax.eval_shape(lambda: {p.name: p.transform.inv(p.default) for p in sites.params})
+    return {n: jnp.asarray(rng.uniform(-2, 2, (count, *u.shape)), u.dtype) for n, u in unconstrained.items()}
+
+
 def _coupling(model, static, dynamic, reading: GaussianReading, draws: dict):
     """Which coordinates of the latents (one block, flattened) the log joint couples: its
     Hessian's nonzero pattern, at each of several θ (unconstrained ``draws``, a leading axis)."""
@@ -289,18 +300,56 @@ def _coupling(model, static, dynamic, reading: GaussianReading, draws: dict):
     return jnp.any(jax.vmap(pattern)(draws), axis=0)
 
 
+def _cross_block(model, static, dynamic, reading: GaussianReading, draws: dict, signs):
+    """The largest coupling between different blocks along the block plates, relative to
+    the blocks' own: with H the Hessian and s a sign per block, s_b (H (s ⊙ e_j))_b is
+    H_bb e_j whatever s where no two blocks couple. Two sign patterns (``signs``, (2, B)),
+    each coordinate j, each θ of ``draws``."""
+    args, kwargs = arguments.join(static, dynamic)
+    sites, layout, trace_at = traced(model, args, kwargs, reading)
+    zero = jnp.zeros((layout.num_blocks, layout.block_size), jnp.result_type(float))
+
+    def at(u):
+        params = constrain(sites, u)
+
+        def gradient(stacked):
+            return jax.grad(lambda g: _total(log_densities(trace_at, sites, layout, params, g)))(stacked)
+
+        _, hessian_times = jax.linearize(gradient, zero)
+        units = jnp.eye(layout.block_size, dtype=zero.dtype)
+
+        def seen(sign):
+            probes = sign[None, :, None] * units[:, None, :]  # (j, b, i)
+            return sign[None, :, None] * jax.vmap(hessian_times)(probes)
+
+        first, second = seen(signs[0]), seen(signs[1])
+        return jnp.max(jnp.abs(first - second)) / jnp.maximum(jnp.max(jnp.abs(first)), jnp.finfo(zero.dtype).tiny)
+
+    return jnp.max(jax.vmap(at)(draws))
+
+
 _coupling_compiled = compilation.jit(_coupling, static_argnums=(0, 1, 3))
+_cross_block_compiled = compilation.jit(_cross_block, static_argnums=(0, 1, 3))
+CROSS_BLOCK_RTOL = 1e-10  # a coupling between plate blocks above this share of theirs: not blocks
 
 
 def grouped(model, static, dynamic, trace, sites, reading: GaussianReading) -> GaussianReading:
-    """``reading`` with its one block of coordinates cut into the blocks that the log joint
-    does not couple (random effects ``b[group]``: one block per group), where they have one
-    size; else as it is. The coupling is the Hessian's pattern at two random θ (uniform in
-    (-2, 2) unconstrained, as the starts draw): a coefficient that vanishes at both draws
-    but not everywhere would hide a coupling, an event of probability zero for coefficients
-    analytic in θ."""
-    if reading.block_plates or reading.order:
+    """``reading`` with its blocks checked and found. Along block plates, each datum of the
+    plate should involve only its own cell's latents; where a model couples cells (a moving
+    average that reads the previous row's latent) the plates are dropped. With no block
+    plate, the one block of coordinates is cut into the blocks that the log joint does not
+    couple (random effects ``b[group]``: one block per group), where they have one size.
+    Both are read from the Hessian at two random θ (uniform in (-2, 2) unconstrained, as
+    the starts draw): a coefficient that vanishes at both draws but not everywhere would
+    hide a coupling, an event of probability zero for coefficients analytic in θ."""
+    if reading.order:
         return reading
+    draws = _random_theta(sites)
+    if reading.block_plates:
+        signs = jnp.asarray(np.random.default_rng(1).choice([-1.0, 1.0], (2, blocks(trace, reading).num_plate_blocks)))
+        if float(_cross_block_compiled(model, static, dynamic, reading, draws, signs)) <= CROSS_BLOCK_RTOL:
+            return reading
+        reading = reading._replace(block_plates=())
     size = sum(math.prod(jnp.shape(trace[n]["value"])) for n in reading.names)
     if size <= GROUPED_FROM:
         return reading
@@ -311,9 +360,6 @@ def grouped(model, static, dynamic, trace, sites, reading: GaussianReading) -> G
             "large. Where each datum belongs to one cell of the latents' plate, put the data plate inside it; a "
             "long chain of states (a scan) needs a Kalman filter, which em does not have yet."
         )
-    rng = np.random.default_rng(0)
-    unconstrained = jax.eval_shape(lambda: {p.name: p.transform.inv(p.default) for p in sites.params})
-    draws = {n: jnp.asarray(rng.uniform(-2, 2, (2, *u.shape)), u.dtype) for n, u in unconstrained.items()}
     coupled = np.asarray(_coupling_compiled(model, static, dynamic, reading, draws))
     count, labels = connected_components(coupled, directed=False)
     sizes = np.bincount(labels)

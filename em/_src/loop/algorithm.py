@@ -110,7 +110,7 @@ def kernel(setup: Setup, dynamic, shifts: dict | None = None) -> Kernel:
                 if blocks is None:
                     summaries = initialisation.random_summaries(stream, trace, sites, setup.use_statistics)
                 else:
-                    moments = elimination.random_moments(stream, blocks, template.log_likelihood.dtype)
+                    moments = elimination.random_moments(stream, trace_at, sites, blocks, params)
                     summaries = {elimination.summary_name(blocks): elimination.summary(rows, trace, moments)}
                 return summaries, initialisation.uniform_draw(stream, start, sites)
 

@@ -17,7 +17,14 @@ degree in the inputs named as sources (the others, and constants, have degree 0)
 Calls (``jit``, ``custom_jvp``) are read through, and a ``scan``'s body with its carry's
 degrees joined (their largest) until they settle: a state carried affinely (a random
 walk's level) stays affine; one that settles nowhere is :data:`NONLINEAR`.
+
+Alongside, for a second set of inputs (the parameters θ), whether a value depends on
+them, and whether a term in the sources is *scaled* by them: multiplied, divided or
+transformed by a value that depends on θ (``tau * eta``: a non-centred random effect,
+whose joint mode with ``tau`` does not exist).
 """
+
+from typing import NamedTuple
 
 import jax
 from jax.extend import core as jcore
@@ -47,69 +54,95 @@ _POSITIONED = {"gather": 1, "dynamic_slice": 1}  # the operand first; the rest a
 _CALLS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call"}
 
 
-def degrees(fn, inputs: dict, sources) -> object:
+class State(NamedTuple):
+    """A value's degree in the sources, whether it depends on θ, and whether a term of
+    positive degree in the sources is scaled by θ in it."""
+
+    degree: int = 0
+    theta: bool = False
+    scaled: bool = False
+
+
+FREE = State()
+
+
+def degrees(fn, inputs: dict, sources, coefficients=frozenset()) -> object:
     """``fn(inputs)``'s leaves (a pytree of the same structure), each replaced by its
-    degree as a polynomial in the inputs named in ``sources`` (0: free of them)."""
+    degree as a polynomial in the inputs named in ``sources`` (0: free of them); with
+    ``coefficients`` (names of inputs, θ), each by its :class:`State` instead."""
     names = list(inputs)
     closed, out_shape = jax.make_jaxpr(lambda *values: fn(dict(zip(names, values, strict=True))), return_shape=True)(
         *inputs.values()
     )
-    start = {v: 1 for v, n in zip(closed.jaxpr.invars, names, strict=True) if n in sources}
+    start = {}
+    for v, n in zip(closed.jaxpr.invars, names, strict=True):
+        if n in sources or n in coefficients:
+            start[v] = State(int(n in sources), n in coefficients)
     found = _propagate(closed.jaxpr, start)
-    out = [0 if isinstance(v, jcore.Literal) else found.get(v, 0) for v in closed.jaxpr.outvars]
+    out = [FREE if isinstance(v, jcore.Literal) else found.get(v, FREE) for v in closed.jaxpr.outvars]
+    if not coefficients:
+        out = [state.degree for state in out]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
 
 
-def _propagate(jaxpr, degree: dict) -> dict:
-    degree = dict(degree)
+def _propagate(jaxpr, states: dict) -> dict:
+    states = dict(states)
     for eqn in jaxpr.eqns:
-        ins = [0 if isinstance(v, jcore.Literal) else degree.get(v, 0) for v in eqn.invars]
-        if not any(ins):
+        ins = [FREE if isinstance(v, jcore.Literal) else states.get(v, FREE) for v in eqn.invars]
+        if all(state == FREE for state in ins):
             continue
-        for v, d in zip(eqn.outvars, _rule(eqn, ins), strict=True):
-            degree[v] = min(d, NONLINEAR)
-    return degree
+        for v, state in zip(eqn.outvars, _rule(eqn, ins), strict=True):
+            states[v] = state._replace(degree=min(state.degree, NONLINEAR))
+    return states
+
+
+def _joined(ins: list, degree: int, scaled: bool = False) -> State:
+    return State(degree, any(s.theta for s in ins), scaled or any(s.scaled for s in ins))
 
 
 def _rule(eqn, ins: list) -> list:
     name = eqn.primitive.name
-    same = [max(ins)] * len(eqn.outvars)
-    nonlinear = [NONLINEAR] * len(eqn.outvars)
+    count = len(eqn.outvars)
+    largest = max(s.degree for s in ins)
     if name in _CALLS:
         inner = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
-        if inner is None:
-            return nonlinear
-        inner = getattr(inner, "jaxpr", inner)
-        found = _propagate(inner, {v: d for v, d in zip(inner.invars, ins, strict=False) if d})
-        return [0 if isinstance(v, jcore.Literal) else found.get(v, 0) for v in inner.outvars]
-    if name == "scan":
+        if inner is not None:
+            inner = getattr(inner, "jaxpr", inner)
+            found = _propagate(inner, {v: s for v, s in zip(inner.invars, ins, strict=False) if s != FREE})
+            return [FREE if isinstance(v, jcore.Literal) else found.get(v, FREE) for v in inner.outvars]
+    elif name == "scan":
         return _scan(eqn, ins)
-    if name in _KEEP or name in _MAX:
-        return same
-    if name in _PRODUCT:
-        return [sum(ins)] * len(eqn.outvars)
-    if name == "div":
-        return [ins[0]] if ins[1] == 0 else nonlinear
-    if name == "integer_pow":
-        return [ins[0] * eqn.params["y"]] if eqn.params["y"] >= 0 else nonlinear
-    if name == "select_n":  # the predicate first: it must not depend on the sources
-        return [max(ins[1:])] if ins[0] == 0 else nonlinear
-    if name in _POSITIONED:
-        return [ins[0]] if not any(ins[_POSITIONED[name] :]) else nonlinear
-    return nonlinear
+    elif name in _KEEP or name in _MAX:
+        return [_joined(ins, largest)] * count
+    elif name in _PRODUCT:
+        scales = any(a.degree > 0 and b.theta for a, b in ((ins[0], ins[1]), (ins[1], ins[0])))
+        return [_joined(ins, ins[0].degree + ins[1].degree, scales)] * count
+    elif name == "div" and ins[1].degree == 0:
+        return [_joined(ins, ins[0].degree, ins[0].degree > 0 and ins[1].theta)]
+    elif name == "integer_pow" and eqn.params["y"] >= 0:
+        return [_joined(ins, ins[0].degree * eqn.params["y"])]
+    elif name == "select_n" and ins[0].degree == 0:  # the predicate first: it must not depend on the sources
+        return [_joined(ins, max(s.degree for s in ins[1:]), ins[0].theta and largest > 0)]
+    elif name in _POSITIONED and not any(s.degree for s in ins[_POSITIONED[name] :]):
+        return [_joined(ins, ins[0].degree)]
+    nonlinear = NONLINEAR if largest else 0
+    return [_joined(ins, nonlinear, largest > 0 and any(s.theta for s in ins))] * count
 
 
 def _scan(eqn, ins: list) -> list:
-    """A scan's outputs: its body's, the carry's degrees joined until they settle."""
+    """A scan's outputs: its body's, the carry's states joined until they settle."""
     body = eqn.params["jaxpr"].jaxpr
     consts, num_carry = eqn.params["num_consts"], eqn.params["num_carry"]
     carry = list(ins[consts : consts + num_carry])
     for _ in range(num_carry + 2):
         given = [*ins[:consts], *carry, *ins[consts + num_carry :]]
-        found = _propagate(body, {v: d for v, d in zip(body.invars, given, strict=True) if d})
-        out = [0 if isinstance(v, jcore.Literal) else found.get(v, 0) for v in body.outvars]
-        joined = [max(a, b) for a, b in zip(carry, out[:num_carry], strict=True)]
+        found = _propagate(body, {v: s for v, s in zip(body.invars, given, strict=True) if s != FREE})
+        out = [FREE if isinstance(v, jcore.Literal) else found.get(v, FREE) for v in body.outvars]
+        joined = [
+            State(max(a.degree, b.degree), a.theta or b.theta, a.scaled or b.scaled)
+            for a, b in zip(carry, out[:num_carry], strict=True)
+        ]
         if joined == carry:
             return out
         carry = joined
-    return [NONLINEAR] * len(eqn.outvars)
+    return [State(NONLINEAR, any(s.theta for s in ins), True)] * len(eqn.outvars)

@@ -45,6 +45,8 @@ def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = (), i
     if fitting or priors.has_gaussian_candidates(trace, sites):
         dependences = priors.prior_dependences(model, args, kwargs, sites)
     integrated = priors.integrated_latents(trace, sites, dependences)
+    if dependences:
+        integrated = integrated | gaussian_latents.scaled_latents(model, args, kwargs, trace, sites)
     if integrated:
         sites = inspect_model(trace, integrated)
     if fitting:

@@ -104,8 +104,9 @@ def _plates(site) -> frozenset:
     return frozenset(f.name for f in site["cond_indep_stack"])
 
 
-def _degrees(model, args, kwargs, trace, sites: ModelSites) -> dict:
-    """Per sample site: each field of its distribution, with its degree in the Gaussian latents."""
+def _field_states(model, args, kwargs, trace, inputs: dict, sources, coefficients=frozenset()) -> dict:
+    """Per sample site: each field of its distribution, with its degree in ``sources`` (with
+    ``coefficients``, its :class:`em._src.reading.affine.State`, the fields' leaves joined)."""
     names = [n for n, s in trace.items() if s["type"] == "sample"]
 
     def readout(values):
@@ -113,10 +114,38 @@ def _degrees(model, args, kwargs, trace, sites: ModelSites) -> dict:
         traced = handlers.trace(handlers.substitute(seeded, data=values)).get_trace(*args, **kwargs)
         return {n: fields(layers(traced[n]["fn"])[0]) for n in names}
 
+    found = affine.degrees(readout, inputs, frozenset(sources), frozenset(coefficients))
+
+    def joined(degree):
+        leaves = jax.tree_util.tree_leaves(degree, is_leaf=lambda x: isinstance(x, affine.State))
+        if not coefficients:
+            return max(leaves, default=0)
+        return affine.State(
+            max((x.degree for x in leaves), default=0), any(x.theta for x in leaves), any(x.scaled for x in leaves)
+        )
+
+    return {name: {field: joined(degree) for field, degree in by_field.items()} for name, by_field in found.items()}
+
+
+def _degrees(model, args, kwargs, trace, sites: ModelSites) -> dict:
+    """Per sample site: each field of its distribution, with its degree in the Gaussian latents."""
     inputs = {p.name: p.default for p in sites.params}
     inputs.update({n: jax.ShapeDtypeStruct(trace[n]["value"].shape, trace[n]["value"].dtype) for n in sites.gaussian})
-    found = affine.degrees(readout, inputs, frozenset(sites.gaussian))
-    return {
-        name: {field: max(jax.tree_util.tree_leaves(degree), default=0) for field, degree in by_field.items()}
-        for name, by_field in found.items()
-    }
+    return _field_states(model, args, kwargs, trace, inputs, sites.gaussian)
+
+
+def scaled_latents(model, args, kwargs, trace, sites: ModelSites) -> frozenset:
+    """The sites of θ with a Normal or MultivariateNormal prior whose value reaches the data
+    scaled by another parameter (a non-centred random effect, ``mu + tau * eta[group]`` with
+    ``eta ~ Normal(0, 1)``): their joint mode with that parameter does not exist (``tau → ∞``,
+    ``eta → 0``), so they are integrated out as Gaussian latents rather than fitted."""
+    candidates = [p.name for p in sites.params if p.has_prior and has_gaussian_prior(trace[p.name])]
+    if not candidates:
+        return frozenset()
+    inputs = {p.name: p.default for p in sites.params}
+    found = set()
+    for name in candidates:
+        states = _field_states(model, args, kwargs, trace, inputs, {name}, set(inputs) - {name})
+        if any(state.scaled for site in sites.observed for state in states.get(site, {}).values()):
+            found.add(name)
+    return frozenset(found)

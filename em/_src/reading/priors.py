@@ -77,6 +77,7 @@ def check_priors(sites: ModelSites, dependences: dict):
         if name not in theta or not spread:
             continue
         field, on = next(iter(spread.items()))
+        field = "scale" if field.startswith("_") else field  # HalfNormal's inner Normal, say: its scale
         raise ValueError(
             f"Continuous latent site '{name}': its prior's {field} depends on the parameter(s) {on}. EM fits a "
             f"continuous sample site as a parameter, maximising the joint density of '{name}' and {on}, which has "
