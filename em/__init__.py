@@ -23,11 +23,11 @@ from em._src.loop.driver import (
     EMWarning,
     RestartsWarning,
     fit,
-    log_likelihood,
 )
 from em._src.loop.mstep import MStepInfo, Newton, OptaxMStep, newton, optax_m_step
 from em._src.loop.online import OnlineResult, online_fit
 from em._src.loop.results import EMResult, Posterior
+from em._src.reporting.evidence import log_likelihood
 from em._src.reporting.information import Laplace, laplace
 from em._src.reporting.pointwise import pointwise_log_likelihood
 from em._src.reporting.posterior import posterior

@@ -29,29 +29,16 @@ from typing import NamedTuple
 import jax
 from jax.extend import core as jcore
 
+from em._src.reading import selection
+
 NONLINEAR = 1 << 20  # the degree of a value that is no polynomial in the sources
 
-_KEEP = {  # one operand whose entries are copied, summed or negated: the degree stays
-    "neg",
-    "broadcast_in_dim",
-    "reshape",
-    "squeeze",
-    "expand_dims",
-    "transpose",
-    "rev",
-    "slice",
-    "copy",
-    "copy_p",
-    "convert_element_type",
-    "reduce_sum",
-    "cumsum",
-    "real",
-    "reduce_precision",
-}
+# one operand whose entries are copied, summed or negated: the degree stays
+_KEEP = selection.UNARY | {"neg", "expand_dims", "reduce_sum", "cumsum", "real", "reduce_precision"}
 _MAX = {"add", "sub", "add_any", "concatenate", "pad"}  # sums and joins: the largest degree
 _PRODUCT = {"mul", "dot_general"}
-_POSITIONED = {"gather": 1, "dynamic_slice": 1}  # the operand first; the rest are positions
-_CALLS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call"}
+_POSITIONED = selection.INDEXED  # the operand first; the rest are positions
+_CALLS = selection.CALLS
 
 
 class State(NamedTuple):

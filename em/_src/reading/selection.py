@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 from jax.extend import core as jcore
 
-_UNARY = {
+UNARY = {
     "broadcast_in_dim",
     "reshape",
     "squeeze",
@@ -38,8 +38,8 @@ _UNARY = {
     "copy_p",
     "convert_element_type",
 }
-_INDEXED = {"gather": 1, "dynamic_slice": 1}  # the operand comes first; the rest are positions
-_CALLS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call"}
+INDEXED = {"gather": 1, "dynamic_slice": 1}  # the operand comes first; the rest are positions
+CALLS = {"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call"}
 
 
 class Dependence(NamedTuple):
@@ -101,7 +101,7 @@ def _rule(eqn, inputs) -> list:
     name = eqn.primitive.name
     sources = frozenset().union(*(s.sources for s in inputs if s is not None))
     mixed = [Dependence(sources, False)] * len(eqn.outvars)
-    if name in _CALLS:
+    if name in CALLS:
         inner = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
         if inner is None:
             return mixed
@@ -110,12 +110,12 @@ def _rule(eqn, inputs) -> list:
         return [_read({}, found, v) for v in inner.outvars]
     if name == "scan":
         return _scan(eqn, inputs)
-    if name in _INDEXED:
-        operand, positions = inputs[0], inputs[_INDEXED[name] :]
+    if name in INDEXED:
+        operand, positions = inputs[0], inputs[INDEXED[name] :]
         if any(s is not None for s in positions) or not _selection(operand) or _fills(eqn):
             return mixed
         return [Dependence(sources, True, _intact(eqn, operand.intact))]
-    if name in _UNARY:
+    if name in UNARY:
         operand = inputs[0]
         if not _selection(operand) or not _same_kind(eqn):
             return mixed
