@@ -53,21 +53,22 @@ class State(NamedTuple):
 FREE = State()
 
 
-def degrees(fn, inputs: dict, sources, coefficients=frozenset()) -> object:
+def degrees(fn, inputs: dict, sources, coefficients=None) -> object:
     """``fn(inputs)``'s leaves (a pytree of the same structure), each replaced by its
-    degree as a polynomial in the inputs named in ``sources`` (0: free of them); with
-    ``coefficients`` (names of inputs, θ), each by its :class:`State` instead."""
+    degree as a polynomial in the inputs named in ``sources`` (0: free of them); given
+    ``coefficients`` (names of inputs, θ; possibly none), each by its :class:`State` instead."""
     names = list(inputs)
     closed, out_shape = jax.make_jaxpr(lambda *values: fn(dict(zip(names, values, strict=True))), return_shape=True)(
         *inputs.values()
     )
+    theta = frozenset(coefficients or ())
     start = {}
     for v, n in zip(closed.jaxpr.invars, names, strict=True):
-        if n in sources or n in coefficients:
-            start[v] = State(int(n in sources), n in coefficients)
+        if n in sources or n in theta:
+            start[v] = State(int(n in sources), n in theta)
     found = _propagate(closed.jaxpr, start)
     out = [FREE if isinstance(v, jcore.Literal) else found.get(v, FREE) for v in closed.jaxpr.outvars]
-    if not coefficients:
+    if coefficients is None:
         out = [state.degree for state in out]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
 

@@ -24,6 +24,7 @@ the coupling of the latents' coordinates on the data
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from numpyro import handlers
 
 from em._src.reading import affine
@@ -104,21 +105,23 @@ def _plates(site) -> frozenset:
     return frozenset(f.name for f in site["cond_indep_stack"])
 
 
-def _field_states(model, args, kwargs, trace, inputs: dict, sources, coefficients=frozenset()) -> dict:
+def _field_states(model, args, kwargs, trace, inputs: dict, sources, coefficients=None, held=()) -> dict:
     """Per sample site: each field of its distribution, with its degree in ``sources`` (with
-    ``coefficients``, its :class:`em._src.reading.affine.State`, the fields' leaves joined)."""
+    ``coefficients``, its :class:`em._src.reading.affine.State`, the fields' leaves joined);
+    the sites ``held`` (discrete latents) at 0, so that their draws carry no dependence."""
     names = [n for n, s in trace.items() if s["type"] == "sample"]
+    zeros = {n: jnp.zeros(jnp.shape(trace[n]["value"]), trace[n]["value"].dtype) for n in held}
 
     def readout(values):
         seeded = handlers.seed(as_seen(model), rng_seed=0)
-        traced = handlers.trace(handlers.substitute(seeded, data=values)).get_trace(*args, **kwargs)
+        traced = handlers.trace(handlers.substitute(seeded, data={**zeros, **values})).get_trace(*args, **kwargs)
         return {n: fields(layers(traced[n]["fn"])[0]) for n in names}
 
-    found = affine.degrees(readout, inputs, frozenset(sources), frozenset(coefficients))
+    found = affine.degrees(readout, inputs, frozenset(sources), coefficients)
 
     def joined(degree):
         leaves = jax.tree_util.tree_leaves(degree, is_leaf=lambda x: isinstance(x, affine.State))
-        if not coefficients:
+        if coefficients is None:
             return max(leaves, default=0)
         return affine.State(
             max((x.degree for x in leaves), default=0), any(x.theta for x in leaves), any(x.scaled for x in leaves)
@@ -145,7 +148,7 @@ def scaled_latents(model, args, kwargs, trace, sites: ModelSites) -> frozenset:
     inputs = {p.name: p.default for p in sites.params}
     found = set()
     for name in candidates:
-        states = _field_states(model, args, kwargs, trace, inputs, {name}, set(inputs) - {name})
+        states = _field_states(model, args, kwargs, trace, inputs, {name}, set(inputs) - {name}, sites.latents)
         if any(state.scaled for site in sites.observed for state in states.get(site, {}).values()):
             found.add(name)
     return frozenset(found)
