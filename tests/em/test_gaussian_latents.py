@@ -355,6 +355,10 @@ def test_a_latent_that_reaches_the_next_row_is_eliminated_jointly():
     np.testing.assert_allclose(em.log_likelihood(moving_average, params, jnp.asarray(y)), exact, rtol=1e-12)
     post = em.posterior(moving_average, params, jnp.asarray(y))
     np.testing.assert_allclose(np.ravel(post.means["z"]), a.T @ np.linalg.solve(covariance, y), atol=1e-12)
+    # under a user's jit the data are abstract and the blocks cannot be read off them first:
+    # the coupling, found in the E-step, makes the answer NaN rather than wrong
+    traced = jax.jit(lambda y: em.log_likelihood(moving_average, params, y))(jnp.asarray(y))
+    assert np.isnan(traced)
 
 
 def test_a_non_centred_random_intercept_is_integrated():

@@ -53,6 +53,7 @@ class Blocks(NamedTuple):
     sizes: tuple  # per latent: its coordinates per cell of the block plates
     order: tuple = ()  # the coordinates' order, cut into blocks of ``grouped_size`` (:func:`grouped`); () for none
     grouped_size: int = 0
+    unchecked: bool = False  # block plates whose independence :func:`grouped` could not check
 
     @property
     def num_blocks(self) -> int:
@@ -86,8 +87,9 @@ def blocks(trace, reading: GaussianReading) -> Blocks:
         block_axes.append(axes)
         sizes.append(math.prod(shape) // num_blocks)
     grouped_size = len(reading.order) // reading.num_grouped if reading.order else 0
-    order = reading.order
-    return Blocks(reading.names, tuple(shapes), tuple(block_axes), num_blocks, tuple(sizes), order, grouped_size)
+    unchecked = bool(reading.block_plates) and not reading.checked
+    stacking = (tuple(shapes), tuple(block_axes), num_blocks, tuple(sizes))
+    return Blocks(reading.names, *stacking, reading.order, grouped_size, unchecked)
 
 
 def _by_plate(layout: Blocks, values: dict) -> jax.Array:
@@ -149,6 +151,7 @@ def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Mo
     mean = mean + jsl.cho_solve((factor, True), jax.grad(log_joint)(mean)[..., None])[..., 0]  # one refinement
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)))
     log_evidence = log_joint(mean) + 0.5 * (layout.num_blocks * size * math.log(2 * math.pi) - log_det)
+    log_evidence = unless_uncoupled(trace_at, sites, layout, params, log_evidence)
     inverse = jsl.solve_triangular(factor, jnp.broadcast_to(jnp.eye(size, dtype=dtype), factor.shape), lower=True)
     return log_evidence, Moments(mean, jnp.moveaxis(inverse, 1, 0))
 
@@ -202,6 +205,7 @@ def e_step_of(trace_at, sites, layout: Blocks, row_plan=None):
             log_evidence, moments = e_step(trace_at, sites, layout, params)
             return estep.EStep(log_evidence, log_prior, {summary_name(layout): summary(row_plan, trace, moments)})
         log_evidence, rows = gaussian_statistics.e_step(row_plan, params, unpack)
+        log_evidence = unless_uncoupled(trace_at, sites, layout, params, log_evidence)
         return estep.EStep(log_evidence, log_prior, {summary_name(layout): (None, rows)})
 
     return e
@@ -300,32 +304,46 @@ def _coupling(model, static, dynamic, reading: GaussianReading, draws: dict):
     return jnp.any(jax.vmap(pattern)(draws), axis=0)
 
 
-def _cross_block(model, static, dynamic, reading: GaussianReading, draws: dict, signs):
+def _coupled_ratio(trace_at, sites, layout: Blocks, params: dict, signs) -> jax.Array:
     """The largest coupling between different blocks along the block plates, relative to
-    the blocks' own: with H the Hessian and s a sign per block, s_b (H (s ⊙ e_j))_b is
-    H_bb e_j whatever s where no two blocks couple. Two sign patterns (``signs``, (2, B)),
-    each coordinate j, each θ of ``draws``."""
-    args, kwargs = arguments.join(static, dynamic)
-    sites, layout, trace_at = traced(model, args, kwargs, reading)
+    the blocks' own, at θ: with H the Hessian and s a sign per block, s_b (H (s ⊙ e_j))_b is
+    H_bb e_j whatever s where no two blocks couple. Two sign patterns (``signs``, (2, B)), each
+    coordinate j."""
     zero = jnp.zeros((layout.num_blocks, layout.block_size), jnp.result_type(float))
 
-    def at(u):
-        params = constrain(sites, u)
+    def gradient(stacked):
+        return jax.grad(lambda g: _total(log_densities(trace_at, sites, layout, params, g)))(stacked)
 
-        def gradient(stacked):
-            return jax.grad(lambda g: _total(log_densities(trace_at, sites, layout, params, g)))(stacked)
+    _, hessian_times = jax.linearize(gradient, zero)
+    units = jnp.eye(layout.block_size, dtype=zero.dtype)
 
-        _, hessian_times = jax.linearize(gradient, zero)
-        units = jnp.eye(layout.block_size, dtype=zero.dtype)
+    def seen(sign):
+        probes = sign[None, :, None] * units[:, None, :]  # (j, b, i)
+        return sign[None, :, None] * jax.vmap(hessian_times)(probes)
 
-        def seen(sign):
-            probes = sign[None, :, None] * units[:, None, :]  # (j, b, i)
-            return sign[None, :, None] * jax.vmap(hessian_times)(probes)
+    first, second = seen(signs[0]), seen(signs[1])
+    return jnp.max(jnp.abs(first - second)) / jnp.maximum(jnp.max(jnp.abs(first)), jnp.finfo(zero.dtype).tiny)
 
-        first, second = seen(signs[0]), seen(signs[1])
-        return jnp.max(jnp.abs(first - second)) / jnp.maximum(jnp.max(jnp.abs(first)), jnp.finfo(zero.dtype).tiny)
 
-    return jnp.max(jax.vmap(at)(draws))
+def _signs(num_blocks: int):
+    return jnp.asarray(np.random.default_rng(1).choice([-1.0, 1.0], (2, num_blocks)))
+
+
+def _cross_block(model, static, dynamic, reading: GaussianReading, draws: dict):
+    """:func:`_coupled_ratio` at each θ of ``draws`` (a leading axis), the largest."""
+    args, kwargs = arguments.join(static, dynamic)
+    sites, layout, trace_at = traced(model, args, kwargs, reading)
+    signs = _signs(layout.num_blocks)
+    return jnp.max(jax.vmap(lambda u: _coupled_ratio(trace_at, sites, layout, constrain(sites, u), signs))(draws))
+
+
+def unless_uncoupled(trace_at, sites, layout: Blocks, params: dict, log_evidence):
+    """``log_evidence``, or NaN where the plate blocks were not checked before (the data
+    abstract: a user's jit) and couple at θ: a wrong factorisation reported, not hidden."""
+    if not layout.unchecked:
+        return log_evidence
+    ratio = _coupled_ratio(trace_at, sites, layout, params, _signs(layout.num_blocks))
+    return jnp.where(ratio <= CROSS_BLOCK_RTOL, log_evidence, jnp.nan)
 
 
 _coupling_compiled = compilation.jit(_coupling, static_argnums=(0, 1, 3))
@@ -345,9 +363,9 @@ def grouped(model, static, dynamic, trace, sites, reading: GaussianReading) -> G
     if reading.order:
         return reading
     draws = _random_theta(sites)
+    reading = reading._replace(checked=True)
     if reading.block_plates:
-        signs = jnp.asarray(np.random.default_rng(1).choice([-1.0, 1.0], (2, blocks(trace, reading).num_plate_blocks)))
-        if float(_cross_block_compiled(model, static, dynamic, reading, draws, signs)) <= CROSS_BLOCK_RTOL:
+        if float(_cross_block_compiled(model, static, dynamic, reading, draws)) <= CROSS_BLOCK_RTOL:
             return reading
         reading = reading._replace(block_plates=())
     size = sum(math.prod(jnp.shape(trace[n]["value"])) for n in reading.names)

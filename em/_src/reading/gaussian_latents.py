@@ -42,6 +42,7 @@ class GaussianReading(NamedTuple):
     dependent: tuple  # the other sample sites whose distribution depends on them
     order: tuple = ()  # with no block plate: the coordinates, grouped into blocks where they are coupled so
     num_grouped: int = 0  # how many blocks ``order`` holds
+    checked: bool = False  # whether the blocks were read off the data (em._src.kernels.elimination.grouped)
 
 
 def read(model, args, kwargs, trace, sites: ModelSites) -> GaussianReading | None:
