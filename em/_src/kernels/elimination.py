@@ -92,24 +92,10 @@ def blocks(trace, reading: GaussianReading) -> Blocks:
     return Blocks(reading.names, *stacking, reading.order, grouped_size, unchecked)
 
 
-def _by_plate(layout: Blocks, values: dict) -> jax.Array:
-    parts = []
-    for name, axes in zip(layout.names, layout.block_axes, strict=True):
-        moved = jnp.moveaxis(values[name], axes, tuple(range(len(axes))))
-        parts.append(jnp.reshape(moved, (layout.num_plate_blocks, -1)))
-    return jnp.concatenate(parts, axis=1)
-
-
-def pack(layout: Blocks, values: dict) -> jax.Array:
-    """The latents' values as one (B, D) array."""
-    by_plate = _by_plate(layout, values)
-    if not layout.order:
-        return by_plate
-    return jnp.reshape(jnp.ravel(by_plate)[jnp.asarray(layout.order)], (layout.num_blocks, layout.block_size))
-
-
 def unpack(layout: Blocks, stacked: jax.Array) -> dict:
-    """Inverse of :func:`pack`."""
+    """The latents' values from one (B, D) array: along the block plates, each latent's value
+    moved to (plate cells, coordinates), the latents side by side; with an ``order``, the
+    flattened coordinates taken in that order and cut into the B blocks."""
     if layout.order:
         flat = jnp.zeros(stacked.size, stacked.dtype).at[jnp.asarray(layout.order)].set(jnp.ravel(stacked))
         stacked = jnp.reshape(flat, (1, -1))
@@ -132,16 +118,22 @@ def _total(densities: dict):
     return sum((jnp.sum(lp) for lp in densities.values()), start=jnp.zeros(()))
 
 
-def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Moments]:
-    """log p(X | θ), g integrated out, and the posterior moments of g (module docstring)."""
+def _linearised(trace_at, sites, layout: Blocks, params: dict):
+    """``(log_joint, ∇L(0), v ↦ ∇²L v)`` of the stacked latents' log joint at θ."""
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params), float)
-    size = layout.block_size
 
     def log_joint(stacked):
         return _total(log_densities(trace_at, sites, layout, params, stacked))
 
-    zero = jnp.zeros((layout.num_blocks, size), dtype)
-    gradient, hessian_times = jax.linearize(jax.grad(log_joint), zero)
+    zero = jnp.zeros((layout.num_blocks, layout.block_size), dtype)
+    return (log_joint, *jax.linearize(jax.grad(log_joint), zero))
+
+
+def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Moments]:
+    """log p(X | θ), g integrated out, and the posterior moments of g (module docstring)."""
+    size = layout.block_size
+    log_joint, gradient, hessian_times = _linearised(trace_at, sites, layout, params)
+    dtype = gradient.dtype
     units = jnp.broadcast_to(jnp.eye(size, dtype=dtype)[:, None, :], (size, layout.num_blocks, size))
     columns = jax.vmap(hessian_times)(units)  # (j, b, i): H_b[i, j]
     precision = -jnp.moveaxis(columns, 0, -1)
@@ -151,7 +143,7 @@ def e_step(trace_at, sites, layout: Blocks, params: dict) -> tuple[jax.Array, Mo
     mean = mean + jsl.cho_solve((factor, True), jax.grad(log_joint)(mean)[..., None])[..., 0]  # one refinement
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor, axis1=-2, axis2=-1)))
     log_evidence = log_joint(mean) + 0.5 * (layout.num_blocks * size * math.log(2 * math.pi) - log_det)
-    log_evidence = unless_uncoupled(trace_at, sites, layout, params, log_evidence)
+    log_evidence = unless_uncoupled(layout, hessian_times, log_evidence)
     inverse = jsl.solve_triangular(factor, jnp.broadcast_to(jnp.eye(size, dtype=dtype), factor.shape), lower=True)
     return log_evidence, Moments(mean, jnp.moveaxis(inverse, 1, 0))
 
@@ -205,7 +197,9 @@ def e_step_of(trace_at, sites, layout: Blocks, row_plan=None):
             log_evidence, moments = e_step(trace_at, sites, layout, params)
             return estep.EStep(log_evidence, log_prior, {summary_name(layout): summary(row_plan, trace, moments)})
         log_evidence, rows = gaussian_statistics.e_step(row_plan, params, unpack)
-        log_evidence = unless_uncoupled(trace_at, sites, layout, params, log_evidence)
+        if layout.unchecked:
+            hessian_times = _linearised(trace_at, sites, layout, params)[2]
+            log_evidence = unless_uncoupled(layout, hessian_times, log_evidence)
         return estep.EStep(log_evidence, log_prior, {summary_name(layout): (None, rows)})
 
     return e
@@ -304,29 +298,23 @@ def _coupling(model, static, dynamic, reading: GaussianReading, draws: dict):
     return jnp.any(jax.vmap(pattern)(draws), axis=0)
 
 
-def _coupled_ratio(trace_at, sites, layout: Blocks, params: dict, signs) -> jax.Array:
+def _coupled_ratio(layout: Blocks, hessian_times, signs) -> jax.Array:
     """The largest coupling between different blocks along the block plates, relative to
-    the blocks' own, at θ: with H the Hessian and s a sign per block, s_b (H (s ⊙ e_j))_b is
-    H_bb e_j whatever s where no two blocks couple. Two sign patterns (``signs``, (2, B)), each
-    coordinate j."""
-    zero = jnp.zeros((layout.num_blocks, layout.block_size), jnp.result_type(float))
-
-    def gradient(stacked):
-        return jax.grad(lambda g: _total(log_densities(trace_at, sites, layout, params, g)))(stacked)
-
-    _, hessian_times = jax.linearize(gradient, zero)
-    units = jnp.eye(layout.block_size, dtype=zero.dtype)
+    the blocks' own (``hessian_times``: v ↦ H v, H the log joint's Hessian at θ): with s a
+    sign per block, s_b (H (s ⊙ e_j))_b is H_bb e_j whatever s where no two blocks couple.
+    Two sign patterns (``signs``, (2, B)), each coordinate j."""
+    units = jnp.eye(layout.block_size, dtype=signs.dtype)
 
     def seen(sign):
         probes = sign[None, :, None] * units[:, None, :]  # (j, b, i)
         return sign[None, :, None] * jax.vmap(hessian_times)(probes)
 
     first, second = seen(signs[0]), seen(signs[1])
-    return jnp.max(jnp.abs(first - second)) / jnp.maximum(jnp.max(jnp.abs(first)), jnp.finfo(zero.dtype).tiny)
+    return jnp.max(jnp.abs(first - second)) / jnp.maximum(jnp.max(jnp.abs(first)), jnp.finfo(first.dtype).tiny)
 
 
 def _signs(num_blocks: int):
-    return jnp.asarray(np.random.default_rng(1).choice([-1.0, 1.0], (2, num_blocks)))
+    return jnp.asarray(np.random.default_rng(1).choice([-1.0, 1.0], (2, num_blocks)), jnp.result_type(float))
 
 
 def _cross_block(model, static, dynamic, reading: GaussianReading, draws: dict):
@@ -334,15 +322,20 @@ def _cross_block(model, static, dynamic, reading: GaussianReading, draws: dict):
     args, kwargs = arguments.join(static, dynamic)
     sites, layout, trace_at = traced(model, args, kwargs, reading)
     signs = _signs(layout.num_blocks)
-    return jnp.max(jax.vmap(lambda u: _coupled_ratio(trace_at, sites, layout, constrain(sites, u), signs))(draws))
+
+    def ratio_at(u):
+        return _coupled_ratio(layout, _linearised(trace_at, sites, layout, constrain(sites, u))[2], signs)
+
+    return jnp.max(jax.vmap(ratio_at)(draws))
 
 
-def unless_uncoupled(trace_at, sites, layout: Blocks, params: dict, log_evidence):
+def unless_uncoupled(layout: Blocks, hessian_times, log_evidence):
     """``log_evidence``, or NaN where the plate blocks were not checked before (the data
-    abstract: a user's jit) and couple at θ: a wrong factorisation reported, not hidden."""
+    abstract: a user's jit) and couple at θ (``hessian_times``, as :func:`_coupled_ratio`
+    takes it): a wrong factorisation reported, not hidden."""
     if not layout.unchecked:
         return log_evidence
-    ratio = _coupled_ratio(trace_at, sites, layout, params, _signs(layout.num_blocks))
+    ratio = _coupled_ratio(layout, hessian_times, _signs(layout.num_blocks))
     return jnp.where(ratio <= CROSS_BLOCK_RTOL, log_evidence, jnp.nan)
 
 

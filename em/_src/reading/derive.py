@@ -55,8 +55,9 @@ def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = (), i
     gaussian = gaussian_latents.read(model, args, kwargs, trace, sites)
     if gaussian is not None and not integrates:
         raise ValueError(
-            f"The model has Gaussian latents ({', '.join(repr(n) for n in gaussian.names)}), which em.fit and "
-            "em.log_likelihood integrate out exactly; this function does not handle them yet."
+            f"The model has Gaussian latents ({', '.join(repr(n) for n in gaussian.names)}), which em.fit, "
+            "em.log_likelihood, em.posterior and em.laplace integrate out exactly; this function does not handle "
+            "them yet."
         )
     weighting.check_scales(model, args, kwargs, trace, sites)
     concrete = checks.is_concrete(args, kwargs)
