@@ -17,13 +17,19 @@ time generating code for each one. Two options follow from measurements on a 2-c
 
 Both are XLA options that other backends ignore. They may only be given to a top-level
 ``jit``: called inside a user's own ``jax.jit``, the function is jitted without them.
+
+And nothing runs eagerly while a program is traced: NumPyro's validation of distribution
+arguments, which does, is off inside every compiled function (:func:`unvalidated`).
 """
 
+import contextlib
 import functools
 
 import jax
 import numpy as np
+import numpyro
 from jax.core import Tracer
+from numpyro.distributions.distribution import Distribution
 
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 QUICK_COMPILE_OPTIONS = {**COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
@@ -47,6 +53,7 @@ def jit(fun, **kwargs):
         return quick if is_small((args, call_kwargs)) else optimised
 
     @functools.wraps(fun)
+    @unvalidated()
     def call(*args, **call_kwargs):
         if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((args, call_kwargs))):
             return nested(*args, **call_kwargs)
@@ -62,3 +69,37 @@ def jit(fun, **kwargs):
 
     call.lower = lower
     return call
+
+
+_OUTSIDE: list = []  # NumPyro's validation setting outside the outermost unvalidated context
+
+
+@contextlib.contextmanager
+def unvalidated():
+    """A context (or decorator) in which NumPyro's distributions do not check their arguments
+    when built, unless a model asks with ``validate_args=True``. Those checks run eagerly,
+    one compiled program per operation, in every trace; ``em`` makes them once per model
+    instead (:mod:`em._src.reading.validation`). NumPyro's setting is restored after."""
+    _OUTSIDE.append(_OUTSIDE[0] if _OUTSIDE else bool(Distribution._validate_args))
+    try:
+        with numpyro.validation_enabled(False):
+            yield
+    finally:
+        _OUTSIDE.pop()
+
+
+def validating() -> bool:
+    """Whether NumPyro validates distributions' arguments where the user called ``em``."""
+    return _OUTSIDE[0] if _OUTSIDE else bool(Distribution._validate_args)
+
+
+def run_now(function, *args):
+    """``function(*args)`` read on the host, also where a user's ``jit`` or ``vmap`` traces the
+    caller. There a compiled function returns tracers, so the function ``jit`` wrapped then
+    runs again, eagerly (``jax.ensure_compile_time_eval``): each of its operations compiles
+    a program of its own, which is why that is not the first try."""
+    out = function(*args)
+    if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(out)):
+        with jax.ensure_compile_time_eval():
+            out = getattr(function, "__wrapped__", function)(*args)
+    return jax.device_get(out)

@@ -361,3 +361,21 @@ def flattening_mixture(x):
 def test_a_model_that_breaks_under_enumeration_names_the_latent_and_the_remedy():
     with pytest.raises(ValueError, match=r"discrete latents 'z' were enumerated.*from the right.*Incompatible"):
         em.fit(flattening_mixture, X, rng_key=KEY)
+
+
+def negative_prior_scale(x):
+    loc = numpyro.sample("loc", dist.Normal(0.0, -1.0))
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+
+def test_an_invalid_prior_argument_is_refused_by_site_name_and_numpyros_setting_kept():
+    """NumPyro's own argument check (made once per model, not eagerly per operation); the
+    user's choice of NumPyro validation holds after the call, and switches the check off."""
+    with pytest.raises(ValueError, match=r"Site 'loc': Normal got an invalid scale parameter -1.0"):
+        em.fit(negative_prior_scale, X, rng_key=KEY)
+    assert numpyro.distributions.Distribution._validate_args
+    with numpyro.validation_enabled(False):
+        em.log_likelihood(negative_prior_scale, {"loc": 0.0}, X)  # not checked: the user said so
+        assert not numpyro.distributions.Distribution._validate_args
+    assert numpyro.distributions.Distribution._validate_args

@@ -27,7 +27,7 @@ from numpyro.primitives import Messenger
 from em._src.kernels import estep
 from em._src.reading import scans
 from em._src.reading.numpyro_internals import is_scan_step
-from em._src.reading.sites import ModelSites
+from em._src.reading.sites import ModelSites, num_values
 
 # Automatic chunks: data of more than CHUNK_ABOVE rows × enumerated cells (1 GB per
 # float64 (rows, cells) array) run in chunks of CELLS_PER_CHUNK (32 MB per array). Below,
@@ -66,7 +66,7 @@ def _plate_and_chain(trace, sites: ModelSites) -> tuple:
 def automatic_chunk_size(trace, sites: ModelSites, plate: DataPlate) -> int | None:
     """Rows per chunk so that a (rows, cells) array has about :data:`CELLS_PER_CHUNK`
     entries, where the whole data have more than :data:`CHUNK_ABOVE`; else None."""
-    cells = max(math.prod(int(trace[n]["fn"].enumerate_support(expand=False).shape[0]) for n in sites.latents), 1)
+    cells = max(math.prod(num_values(trace[n]["fn"]) for n in sites.latents), 1)
     return max(CELLS_PER_CHUNK // cells, 1024) if plate.size * cells > CHUNK_ABOVE else None
 
 

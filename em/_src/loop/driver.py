@@ -383,8 +383,8 @@ def _prepare(
         raise ValueError(f"short_runs must be None or a positive integer, got {short_runs!r}.")
     short_runs = None if short_runs is None or num_restarts == 1 else int(short_runs)
     config = _Config(setup, int(num_restarts), _history_size(max_iter), short_runs, interval is not None)
-    dtype = jnp.result_type(float)
-    traced = (jnp.asarray(max_iter, jnp.int32), jnp.asarray(tol, dtype), jnp.asarray(param_tol, dtype))
+    dtype = jnp.result_type(float)  # numpy scalars: a jnp.asarray here would compile a program of its own
+    traced = (np.asarray(max_iter, np.int32), np.asarray(tol, dtype), np.asarray(param_tol, dtype))
     rules_active = tol > 0 or param_tol > 0
     return _Prepared((config, derived.dynamic, init, rng_key, *traced), derived, init, rules_active, interval)
 

@@ -96,18 +96,10 @@ def _computed_flags(static, leaves, dynamic) -> dict:
 
 
 def _flags_read(function, names: list, supports: dict, event_dims: dict, *arrays) -> dict:
-    """``function``'s flags of the sites ``names``, read on the host (see :func:`checked_now`)."""
+    """``function``'s flags of the sites ``names``, read on the host (:func:`compilation.run_now`)."""
     known = {n: supports[n] for n in names if n in supports}
     leaves, structure = jax.tree_util.tree_flatten(known)
-    with checked_now():
-        return jax.device_get(function((structure, tuple((n, event_dims[n]) for n in names)), leaves, *arrays))
-
-
-def checked_now():
-    """A context in which a check of concrete values runs at once, also where a user's ``jit`` or
-    ``vmap`` traces the call (its compiled functions would return tracers there, and a check
-    of a tracer's value cannot be made)."""
-    return jax.ensure_compile_time_eval()
+    return compilation.run_now(function, (structure, tuple((n, event_dims[n]) for n in names)), leaves, *arrays)
 
 
 def check_observed(model, args, kwargs, trace, sites: ModelSites):
@@ -181,9 +173,8 @@ def _support_flags(values: dict, sites: ModelSites) -> dict:
     not a compilation per eager operation."""
     constraints = {p.name: p.constraint for p in sites.params if p.name in values}
     leaves, structure = jax.tree_util.tree_flatten(constraints)
-    with checked_now():
-        flags = _flags(structure, leaves, {k: jnp.asarray(v) for k, v in values.items()})
-        return jax.tree_util.tree_map(bool, flags)
+    flags = compilation.run_now(_flags, structure, leaves, {k: np.asarray(v) for k, v in values.items()})
+    return jax.tree_util.tree_map(bool, flags)
 
 
 def check_init(init: dict, sites: ModelSites, strictly_inside: bool = False):

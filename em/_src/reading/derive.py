@@ -32,6 +32,7 @@ class Derived(NamedTuple):
     gaussian: GaussianReading | None = None  # the Gaussian latents integrated out, if any
 
 
+@compilation.unvalidated()
 def derive(model, args, kwargs, *, fitting: bool = False, options: tuple = (), integrates: bool = False) -> Derived:
     """Check and split a model's arguments (ValueError naming the problem, before any
     compilation). ``fitting`` also requires data and parameters (:func:`checks.check_model`);

@@ -111,9 +111,9 @@ def _field_states(model, args, kwargs, trace, inputs: dict, sources, coefficient
     ``coefficients``, its :class:`em._src.reading.affine.State`, the fields' leaves joined);
     the sites ``held`` (discrete latents) at 0, so that their draws carry no dependence."""
     names = [n for n, s in trace.items() if s["type"] == "sample"]
-    zeros = {n: jnp.zeros(jnp.shape(trace[n]["value"]), trace[n]["value"].dtype) for n in held}
 
     def readout(values):
+        zeros = {n: jnp.zeros(jnp.shape(trace[n]["value"]), trace[n]["value"].dtype) for n in held}  # inside the trace
         seeded = handlers.seed(as_seen(model), rng_seed=0)
         traced = handlers.trace(handlers.substitute(seeded, data={**zeros, **values})).get_trace(*args, **kwargs)
         return {n: fields(layers(traced[n]["fn"])[0]) for n in names}

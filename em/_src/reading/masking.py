@@ -14,9 +14,15 @@ def unwrap(fn):
     mask = True
     while isinstance(fn, (MaskedDistribution, ExpandedDistribution)):
         if isinstance(fn, MaskedDistribution):
-            mask = jnp.logical_and(mask, mask_of(fn))
+            mask = _array_module(mask, mask_of(fn)).logical_and(mask, mask_of(fn))
         fn = fn.base_dist
     return fn, mask
+
+
+def _array_module(*arrays):
+    """numpy where every array is concrete (the checks before a fit: an eager jnp operation
+    would compile a program of its own), else jax.numpy."""
+    return jnp if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(arrays)) else np
 
 
 def value_mask(site):
@@ -24,11 +30,12 @@ def value_mask(site):
     value's batch shape (a mask that NumPyro's scan broadcast along the latents counts
     where any of its cells does)."""
     d, mask = unwrap(site["fn"])
-    mask = jnp.asarray(mask)
+    xp = _array_module(mask)
+    mask = xp.asarray(mask)
     batch_ndim = jnp.ndim(site["value"]) - d.event_dim
     value_batch = (1,) * (mask.ndim - batch_ndim) + tuple(jnp.shape(site["value"])[:batch_ndim])
-    mask = jnp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
-    return jnp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0) :])
+    mask = xp.any(mask, axis=tuple(a for a in range(mask.ndim) if value_batch[a] == 1), keepdims=True)
+    return xp.reshape(mask, mask.shape[max(mask.ndim - batch_ndim, 0) :])
 
 
 def value_mask_of_shape(site):
@@ -37,11 +44,12 @@ def value_mask_of_shape(site):
     d, _ = unwrap(site["fn"])
     batch = jnp.shape(site["value"])[: jnp.ndim(site["value"]) - d.event_dim]
     mask = value_mask(site)
+    xp = _array_module(mask)
     try:
         fits = jnp.broadcast_shapes(jnp.shape(mask), batch) == tuple(batch)
     except ValueError:
         fits = False
-    return jnp.broadcast_to(mask, batch) if fits else jnp.ones(batch, bool)
+    return xp.broadcast_to(mask, batch) if fits else xp.ones(batch, bool)
 
 
 def valid_entries(site):

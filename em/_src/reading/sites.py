@@ -29,6 +29,7 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
+from em._src.reading import validation
 from em._src.reading.fixed import FIXED, FixedSites, check_scans
 from em._src.reading.masking import layers
 from em._src.reading.numpyro_internals import is_scan_step
@@ -93,7 +94,9 @@ def abstract_trace(model, args, kwargs):
     """:func:`model_trace` with nothing executed: computed values are abstract.
 
     Enough to inspect the model (names, shapes, constraints) before compiling, at no
-    cost; values the caller passed in (observed data, masks) stay concrete.
+    cost; values the caller passed in (observed data, masks) stay concrete. NumPyro's checks
+    of the distributions' concrete arguments are made after, in one compiled call
+    (:mod:`em._src.reading.validation`), not one eager operation at a time.
     """
     captured = {}
 
@@ -116,7 +119,14 @@ def abstract_trace(model, args, kwargs):
             "A plate of the model has size 0: there are no data to fit"
             + (f" (empty: {', '.join(empty)})." if empty else ".")
         ) from None
+    validation.check_arguments(captured["trace"])
     return captured["trace"]
+
+
+def num_values(fn) -> int:
+    """How many values a discrete distribution takes (its support's size), read from the
+    support's shape without computing it (eagerly, it would compile a program)."""
+    return int(jax.eval_shape(lambda: fn.enumerate_support(expand=False)).shape[0])
 
 
 def has_gaussian_prior(site) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from em._src.reading.numpyro_internals import UNOBSERVED
-from em._src.reading.sites import ModelSites
+from em._src.reading.sites import ModelSites, num_values
 
 
 class ComponentAxes(NamedTuple):
@@ -49,7 +49,7 @@ def component_axes(trace, sites: ModelSites) -> ComponentAxes:
     if len(sites.latents) != 1:
         return ComponentAxes(None, 0, {})
     latent = sites.latents[0]
-    k = int(trace[latent]["fn"].enumerate_support(expand=False).shape[0])
+    k = num_values(trace[latent]["fn"])
     data_plates = {f.name for name in sites.data for f in trace[name]["cond_indep_stack"]}
     axes = {}
     for p in sites.params:
