@@ -12,6 +12,7 @@ not depend on the parametrisation to first order: for a square J it is the inver
 the information in θ itself.
 """
 
+import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -79,13 +80,13 @@ def _objective(model, args, kwargs, params, priors: bool, gaussian=None):
     return value + enumeration.log_prior(trace, sites) if priors else value
 
 
-def _curvature(model, static, priors: bool, gaussian, dynamic, unconstrained: dict):
-    """-∇²ℓ over the flat unconstrained parameters u, and ∂θ/∂u at u and at u = 0 (the
-    centre of every support), as one compiled program per model and shapes."""
+def _curvature(model, static, priors: bool, gaussian, dynamic, params: dict):
+    """-∇²ℓ over the flat unconstrained parameters u of θ = ``params``, and ∂θ/∂u at u and at
+    u = 0 (the centre of every support), as one compiled program per model and shapes."""
     args, kwargs = arguments.join(static, dynamic)
     integrated = frozenset(gaussian.names) if gaussian is not None else frozenset()
     sites = inspect_model(model_trace(model, args, kwargs), integrated)
-    flat_u, unravel_u = ravel_pytree(unconstrained)
+    flat_u, unravel_u = ravel_pytree(unconstrain(sites, params))
 
     def theta_of(v):
         return ravel_pytree(constrain(sites, unravel_u(v)))[0]
@@ -121,13 +122,11 @@ def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, *
     derived = derive(model, args, kwargs, integrates=True)
     sites = derived.sites
     params = checked_params(derived, params)
-    unconstrained = unconstrain(sites, params)
-    flat_u, _ = ravel_pytree(unconstrained)
-    flat_theta, unravel_theta = ravel_pytree(params)
     information, jacobian, centre = _curvature_compiled(
-        model, derived.static, bool(priors), derived.gaussian, derived.dynamic, unconstrained
+        model, derived.static, bool(priors), derived.gaussian, derived.dynamic, params
     )
-    u_owner = _owners(unconstrain(sites, params))
+    # the flat coordinates' sites, from shapes alone (eager jnp here compiled a program per operation)
+    u_owner = _owners(jax.eval_shape(lambda p: unconstrain(sites, p), params))
     theta_owner = _owners(params)
 
     information = np.asarray(information)
@@ -162,15 +161,18 @@ def laplace(model: Model, params: ParamsLike, *args: Any, priors: bool = True, *
             "the normal (Laplace) approximation and its standard errors do not hold there.",
             stacklevel=2,
         )
+    dtype = jnp.result_type(*params.values())
+    std_errors = {k: jnp.asarray(np.reshape(std[theta_owner == k], np.shape(v)), dtype) for k, v in params.items()}
     return Laplace(
         params=params,
-        std_errors=unravel_theta(jnp.asarray(std, flat_theta.dtype)),
+        std_errors=std_errors,
         covariance=jnp.asarray(covariance),
         unconstrained_covariance=jnp.asarray(sigma_u),
-        num_free=int(flat_u.shape[0]),
+        num_free=len(u_owner),
     )
 
 
 def _owners(tree: dict) -> np.ndarray:
-    """The site name of each flat coordinate of ``tree`` (``ravel_pytree`` sorts dict keys)."""
-    return np.concatenate([np.full(np.size(v), k, dtype=object) for k, v in sorted(tree.items())])
+    """The site name of each flat coordinate of ``tree`` (``ravel_pytree`` sorts dict keys); its
+    leaves may be arrays or shapes (``jax.ShapeDtypeStruct``)."""
+    return np.concatenate([np.full(math.prod(np.shape(v)), k, dtype=object) for k, v in sorted(tree.items())])
