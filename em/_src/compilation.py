@@ -64,6 +64,7 @@ def jit(fun, **kwargs):
                 raise
             return nested(*args, **call_kwargs)
 
+    @unvalidated()
     def lower(*args, **call_kwargs):
         return top_level(args, call_kwargs).lower(*args, **call_kwargs)
 

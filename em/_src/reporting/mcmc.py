@@ -21,6 +21,7 @@ from numpyro.contrib.funsor import config_enumerate
 from numpyro.handlers import substitute
 from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 
+from em._src import compilation
 from em._src.reading import checks
 from em._src.reading.derive import derive
 from em._src.reading.fixed import FixedSites
@@ -98,7 +99,8 @@ def run_nuts(
         chain_method="sequential",
         progress_bar=progress_bar,
     )
-    mcmc.run(rng_key, *args, **kwargs)
+    with compilation.unvalidated():  # checked once by derive: NumPyro's eager checks would compile dozens of programs
+        mcmc.run(rng_key, *args, **kwargs)
     samples = mcmc.get_samples(group_by_chain=True)
     posterior = {name: np.asarray(samples[name]) for name in sampled}
     flat = {name: jnp.reshape(v, (-1, *v.shape[2:])) for name, v in posterior.items()}
