@@ -42,6 +42,11 @@ def is_small(args) -> bool:
     return sum(sizes) <= QUICK_COMPILE_MAX_VALUES
 
 
+def is_concrete(*trees) -> bool:
+    """Whether no leaf of ``trees`` is a tracer (nothing of a user's ``jit`` or ``vmap`` in them)."""
+    return not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
 def jit(fun, **kwargs):
     """``jax.jit(fun, **kwargs)`` with :data:`COMPILER_OPTIONS` (or, for small inputs,
     :data:`QUICK_COMPILE_OPTIONS`) when called at top level."""
@@ -55,7 +60,7 @@ def jit(fun, **kwargs):
     @functools.wraps(fun)
     @unvalidated()
     def call(*args, **call_kwargs):
-        if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((args, call_kwargs))):
+        if not is_concrete(args, call_kwargs):
             return nested(*args, **call_kwargs)
         try:
             return top_level(args, call_kwargs)(*args, **call_kwargs)
@@ -100,7 +105,7 @@ def run_now(function, *args):
     runs again, eagerly (``jax.ensure_compile_time_eval``): each of its operations compiles
     a program of its own, which is why that is not the first try."""
     out = function(*args)
-    if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(out)):
+    if not is_concrete(out):
         with jax.ensure_compile_time_eval():
             out = getattr(function, "__wrapped__", function)(*args)
     return jax.device_get(out)

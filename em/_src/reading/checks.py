@@ -6,19 +6,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.core import Tracer
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
 from em._src import compilation
+from em._src.compilation import is_concrete
 from em._src.kernels.boundary import is_identity
 from em._src.reading import arguments
 from em._src.reading.masking import layers, value_mask_of_shape
 from em._src.reading.sites import ModelSites, as_seen
-
-
-def is_concrete(*trees) -> bool:
-    return not any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(trees))
 
 
 def check_options(max_iter, tol, num_restarts, param_tol=0.0):

@@ -6,6 +6,7 @@ import numpy as np
 from numpyro import distributions as dist
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 
+from em._src.compilation import is_concrete
 from em._src.reading.numpyro_internals import mask_of
 
 
@@ -22,7 +23,7 @@ def unwrap(fn):
 def _array_module(*arrays):
     """numpy where every array is concrete (the checks before a fit: an eager jnp operation
     would compile a program of its own), else jax.numpy."""
-    return jnp if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(arrays)) else np
+    return np if is_concrete(arrays) else jnp
 
 
 def value_mask(site):

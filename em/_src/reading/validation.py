@@ -41,7 +41,7 @@ def _checked_arguments(trace) -> list:
                 continue
             for argument, value in d.get_args().items():
                 constraint = d.arg_constraints[argument]
-                if constraints.is_dependent(constraint) or isinstance(value, jax.core.Tracer):
+                if constraints.is_dependent(constraint) or not compilation.is_concrete(value):
                     continue
                 found.append((name, type(d).__name__, argument, constraint, value))
     return found
